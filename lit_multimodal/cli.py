@@ -1,0 +1,191 @@
+"""The ``lit-mm`` command: LightningCLI for fit/validate/test/predict, plain functions for the rest.
+
+``lit-mm fit --config configs/vpt_deep_cub.yaml`` builds the model and data chosen by ``class_path`` in the
+YAML, trains, tests the last-epoch weights and writes ``result.json`` into the run directory
+(``trainer.default_root_dir``). Subcommands that need no Trainer (``prepare`` …) are routed to
+jsonargparse function CLIs before LightningCLI is built, so ``sys.argv`` stays untouched for the DDP
+re-launch of training runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+import lit_multimodal.data  # noqa: F401 - registers the DataModules for class_path lookup
+import lit_multimodal.vision  # noqa: F401 - registers the LightningModules for class_path lookup
+from lit_multimodal.data.base import DataError
+from lit_multimodal.training.results import RESULT_FILE, WallClock, config_hash, package_versions, write_json_atomic
+from lit_multimodal.vision.checkpoints import CheckpointError
+
+DEFAULT_RUN_DIR = "runs/default"
+# Subcommands served by plain function CLIs; each maps to "module:function" returning the CLI components.
+FUNCTION_COMMANDS: dict[str, str] = {}
+
+EPILOG = (
+    "Other commands: "
+    + (", ".join(f"lit-mm {name}" for name in FUNCTION_COMMANDS) or "none yet")
+    + ". Example: lit-mm fit --config configs/quickstart/vpt_deep.yaml"
+)
+
+USER_ERRORS = (DataError, CheckpointError, FileNotFoundError)
+
+
+class LitMMCLI(LightningCLI):
+    """LightningCLI with the run-directory conventions of lit-mm.
+
+    - ``model.num_classes`` is filled from ``data.num_classes`` when left empty (and must agree otherwise).
+    - The logger defaults to TensorBoard writing straight into ``trainer.default_root_dir``.
+    - ``last.ckpt`` is kept under ``<run dir>/checkpoints`` (trainable tensors only).
+    - ``fit`` tests the final weights when the data has a test split and writes ``result.json``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("model_class", LightningModule)
+        kwargs.setdefault("datamodule_class", LightningDataModule)
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        parser_kwargs = kwargs.setdefault("parser_kwargs", {})
+        parser_kwargs.setdefault("epilog", EPILOG)
+        self.clock = WallClock()
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Adds the forced last-checkpoint callback and the ``test_after_fit`` switch."""
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="After fit, test the last-epoch weights when the data has a test split (the VPT protocol).",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        """Fills ``model.num_classes`` from the data and sets the default run directory."""
+        config = self.config.get(str(self.subcommand), self.config)
+        model_args = config.model.get("init_args") if config.get("model") else None
+        data_args = config.data.get("init_args") if config.get("data") else None
+        data_classes = data_args.get("num_classes") if data_args is not None else None
+        if model_args is not None and "num_classes" in model_args and data_classes is not None:
+            if model_args.num_classes is None:
+                model_args.num_classes = data_classes
+            elif model_args.num_classes != data_classes:
+                raise DataError(
+                    f"model.num_classes is {model_args.num_classes} but data.num_classes is {data_classes}; "
+                    "leave model.num_classes empty to take the data's"
+                )
+        if config.trainer.get("default_root_dir") is None:
+            config.trainer.default_root_dir = DEFAULT_RUN_DIR
+
+    def instantiate_trainer(self, **kwargs: Any):
+        """Uses a TensorBoard logger writing into the run directory unless another logger is configured."""
+        config = self.config_init.get(str(self.subcommand), self.config_init)
+        trainer_config = config["trainer"]
+        if trainer_config.get("logger") in (None, True):
+            trainer_config["logger"] = TensorBoardLogger(
+                save_dir=trainer_config["default_root_dir"], name="", version="", default_hp_metric=False
+            )
+        return super().instantiate_trainer(**kwargs)
+
+    # -- fit: test the final weights, then write result.json --------------------------------------
+    def _run_subcommand(self, subcommand: str) -> None:
+        if subcommand != "fit":
+            return super()._run_subcommand(subcommand)
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException as err:
+            self._write_result("failed", error=f"{type(err).__name__}: {err}", trace=traceback.format_exc())
+            raise
+
+    def after_fit(self) -> None:
+        """Tests the last-epoch weights (when asked and possible) and writes ``result.json``."""
+        if self.trainer.interrupted:
+            self._write_result("interrupted")
+            return
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
+        config = self.config.get(str(self.subcommand), self.config)
+        has_test = getattr(self.datamodule, "has_split", lambda role: False)("test")
+        if config.get("test_after_fit", True) and has_test:
+            for results in self.trainer.test(self.model, datamodule=self.datamodule, verbose=True):
+                metrics.update({k: float(v) for k, v in results.items()})
+        self._write_result("success", metrics=metrics)
+
+    @rank_zero_only
+    def _write_result(self, status: str, **extra: Any) -> None:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return
+        run_dir = Path(trainer.default_root_dir)
+        config = self.config.get(str(self.subcommand), self.config)
+        payload: dict[str, Any] = {
+            "status": status,
+            "run_dir": str(run_dir),
+            "config_hash": config_hash(config.as_dict()),
+            "wall_time_s": self.clock.seconds(),
+            "epochs_completed": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "precision": str(trainer.precision),
+            "seed": config.get("seed_everything"),
+            "versions": package_versions(),
+            **extra,
+        }
+        model = self.model
+        counts = getattr(model, "param_counts", None)
+        if counts is not None:
+            payload["params"] = {
+                "total": counts.total,
+                "trainable": counts.trainable,
+                "backbone": counts.backbone,
+                "tuned_percent": counts.tuned_percent,
+                "tuned_percent_of_backbone": counts.tuned_percent_of_backbone,
+            }
+        if hasattr(model, "curated_hparams") and status == "success":
+            payload["hparams"] = model.curated_hparams()
+        write_json_atomic(run_dir / RESULT_FILE, payload)
+        rank_zero_info(f"wrote {run_dir / RESULT_FILE} ({status})")
+
+
+def _run_function_command(name: str, argv: list[str]) -> None:
+    from importlib import import_module
+
+    from jsonargparse import auto_cli
+
+    module_name, attr = FUNCTION_COMMANDS[name].split(":")
+    components = getattr(import_module(module_name), attr)()
+    auto_cli(components, args=argv, as_positional=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``lit-mm``.
+
+    Bad input that the framework detects (a missing data file, a checkpoint that does not fit) ends with a
+    one-line ``error:`` message and exit status 1; set ``LIT_MM_DEBUG=1`` for the traceback. Config errors
+    are jsonargparse's own messages (exit status 2).
+    """
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        if args and args[0] in FUNCTION_COMMANDS:
+            _run_function_command(args[0], args[1:])
+        else:
+            LitMMCLI(args=argv)
+    except USER_ERRORS as err:
+        if os.environ.get("LIT_MM_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

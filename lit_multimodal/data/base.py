@@ -1,0 +1,215 @@
+"""Shared base of the image-classification data: a path-list dataset and a LightningDataModule.
+
+A concrete layout (json splits, VTAB list files, BCI file names) only implements
+:meth:`ImageClassificationDataModule.read_split`; transforms, loaders, label checks and bad-input handling
+live here once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from lightning.pytorch import LightningDataModule
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from lit_multimodal.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EvalTransform,
+    Interpolation,
+    TrainTransform,
+    build_transform,
+)
+
+log = logging.getLogger(__name__)
+
+Sample = tuple[Path, int]
+
+
+class DataError(ValueError):
+    """Bad dataset input: the message names the file (and line or key) at fault."""
+
+
+class ImageListDataset(Dataset):
+    """Images from a list of ``(path, label)``.
+
+    Args:
+        samples: image paths with 0-based labels.
+        transform: PIL → tensor transform.
+        skip_corrupt: an unreadable image is skipped with a warning (the collate function drops it)
+            instead of raising an error that names the file.
+    """
+
+    def __init__(self, samples: Sequence[Sample], transform, skip_corrupt: bool = False) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+        self.skip_corrupt = skip_corrupt
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as img:
+                image = img.convert("RGB")
+        except (OSError, UnidentifiedImageError) as err:
+            if self.skip_corrupt:
+                log.warning("skipping unreadable image %s: %s", path, err)
+                return None
+            raise DataError(f"cannot read image {path}: {err} (set skip_corrupt: true to skip it)") from None
+        return self.transform(image), label
+
+
+def collate_skipping_none(batch: list):
+    """``default_collate`` after dropping samples that :class:`ImageListDataset` skipped."""
+    kept = [item for item in batch if item is not None]
+    if not kept:
+        return None
+    return default_collate(kept)
+
+
+class ImageClassificationDataModule(LightningDataModule):
+    """Base DataModule for image classification from path lists.
+
+    Args:
+        root: dataset folder.
+        num_classes: number of classes the dataset must have; checked against the labels found.
+        batch_size: per-device batch size.
+        num_workers: loader worker processes.
+        img_size: network input side.
+        resize_size: short side before cropping; default ``img_size * 8 / 7`` (256 for 224, as the
+            official FGVC transforms).
+        train_transform: ``fgvc`` (resize, random crop, flip) or ``resize`` (direct, no augmentation).
+        eval_transform: ``center_crop`` (resize, centre crop) or ``resize`` (direct).
+        interpolation: resampling filter of the resize.
+        mean: normalisation mean (ImageNet for every backbone, as the official).
+        std: normalisation std. Use mean = std = (0.5, 0.5, 0.5) for the [-1, 1] inputs the JAX in21k ViT
+            was pre-trained on.
+        skip_corrupt: skip unreadable images with a warning instead of failing.
+        pin_memory: pin host memory in the loaders.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        num_classes: int,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        img_size: int = 224,
+        resize_size: int | None = None,
+        train_transform: TrainTransform = "fgvc",
+        eval_transform: EvalTransform = "center_crop",
+        interpolation: Interpolation = "bilinear",
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        skip_corrupt: bool = False,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root).expanduser()
+        self.num_classes = num_classes
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.img_size = img_size
+        self.resize_size = resize_size or round(img_size * 8 / 7)
+        self.train_transform = train_transform
+        self.eval_transform = eval_transform
+        self.interpolation = interpolation
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        self.skip_corrupt = skip_corrupt
+        self.pin_memory = pin_memory
+        self.datasets: dict[str, ImageListDataset] = {}
+
+    # -- what a layout implements -------------------------------------------------------------
+    def split_names(self) -> dict[str, str | None]:
+        """Maps a role (``train``, ``val``, ``test``) to the split name on disk (None: no such split)."""
+        return {"train": "train", "val": "val", "test": "test"}
+
+    def read_split(self, split: str) -> list[Sample]:
+        """Returns the ``(absolute image path, 0-based label)`` list of one split."""
+        raise NotImplementedError
+
+    # -- shared machinery ---------------------------------------------------------------------
+    @property
+    def dataset_name(self) -> str:
+        """Short name recorded in results (the root folder's name by default)."""
+        return self.root.name
+
+    def _check_root(self) -> None:
+        if not self.root.is_dir():
+            raise DataError(f"data.root {self.root} does not exist or is not a folder")
+
+    def _check_samples(self, split: str, samples: list[Sample]) -> None:
+        if not samples:
+            raise DataError(f"split {split!r} under {self.root} lists no images")
+        missing = [str(p) for p, _ in samples if not p.is_file()]
+        if missing:
+            more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+            raise DataError(f"split {split!r}: {len(missing)} listed images do not exist: {missing[:3]}{more}")
+        bad = sorted({y for _, y in samples if not 0 <= y < self.num_classes})
+        if bad:
+            raise DataError(f"split {split!r}: labels {bad[:10]} are outside 0..{self.num_classes - 1}")
+
+    def transform_for(self, role: str):
+        """The transform of a role: augmenting for ``train``, deterministic otherwise."""
+        train = role == "train"
+        return build_transform(
+            train=train,
+            mode=self.train_transform if train else self.eval_transform,
+            img_size=self.img_size,
+            resize_size=self.resize_size,
+            mean=self.mean,
+            std=self.std,
+            interpolation=self.interpolation,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Reads and checks the split lists the stage needs."""
+        self._check_root()
+        roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for role in roles.get(stage or "fit", ("train", "val", "test")):
+            split = self.split_names().get(role)
+            if split is None or role in self.datasets:
+                continue
+            samples = self.read_split(split)
+            self._check_samples(split, samples)
+            self.datasets[role] = ImageListDataset(samples, self.transform_for(role), self.skip_corrupt)
+
+    def _loader(self, role: str, shuffle: bool) -> DataLoader:
+        if role not in self.datasets:
+            raise DataError(f"this data module has no {role!r} split (split names: {self.split_names()})")
+        return DataLoader(
+            self.datasets[role],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_skipping_none,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training loader (order fixed by the run's seed)."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation loader."""
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test loader."""
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Prediction loader over the test split."""
+        return self._loader("test", shuffle=False)
+
+    def has_split(self, role: str) -> bool:
+        """Whether the layout defines a split for ``role``."""
+        return self.split_names().get(role) is not None
+

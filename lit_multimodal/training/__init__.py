@@ -1,0 +1,1 @@
+"""Training recipe pieces shared by the modules: optimisers, schedules, run results."""

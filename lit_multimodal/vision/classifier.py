@@ -1,0 +1,126 @@
+"""One image classifier for every tuning method: ViT backbone, optional visual prompts, linear head."""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from lit_multimodal.vision.backbones import embed_tokens, patch_area, pooled_features
+from lit_multimodal.vision.prompts import VisualPrompts
+from lit_multimodal.vision.tuning import PROMPT_METHODS, freeze_all_but, trainable_names
+
+# Official head init: the focal-loss prior 0.01 as the bias, -log((1 - 0.01) / 0.01).
+HEAD_BIAS_PRIOR = -math.log((1 - 0.01) / 0.01)
+
+
+def make_head(in_features: int, num_classes: int) -> nn.Linear:
+    """The official VPT head: one Linear, weight kaiming-normal (fan_out), bias -4.59512."""
+    head = nn.Linear(in_features, num_classes)
+    nn.init.kaiming_normal_(head.weight, a=0, mode="fan_out")
+    nn.init.constant_(head.bias, HEAD_BIAS_PRIOR)
+    return head
+
+
+class ViTClassifier(nn.Module):
+    """A timm ViT, VPT prompts (for ``vpt_*`` methods) and a linear head, trained per ``tuning``.
+
+    The forward pass is the same for every method. Parts of the backbone that hold no trainable
+    parameter (and see no prompt upstream) run without autograd, and stay in eval mode while the
+    rest trains, so their dropout and drop-path stay off exactly as in the official ``train()`` override.
+
+    Args:
+        backbone: a headless timm ``VisionTransformer``.
+        num_classes: output classes.
+        tuning: ``vpt_shallow``, ``vpt_deep``, ``linear``, ``full``, ``partial`` or ``bias``.
+        num_prompts: prompt length ``p`` (``vpt_*`` only).
+        prompt_dropout: dropout on prompts (``vpt_*`` only).
+        prompt_project: prompt width before a projection to the token width; -1 for none.
+        partial_blocks: trainable last blocks for ``partial``.
+    """
+
+    def __init__(
+        self,
+        backbone: VisionTransformer,
+        num_classes: int,
+        tuning: str,
+        num_prompts: int = 0,
+        prompt_dropout: float = 0.0,
+        prompt_project: int = -1,
+        partial_blocks: int = 1,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.tuning = tuning
+        if tuning in PROMPT_METHODS:
+            self.prompts: VisualPrompts | None = VisualPrompts(
+                num_tokens=num_prompts,
+                embed_dim=backbone.embed_dim,
+                depth=len(backbone.blocks),
+                deep=tuning == "vpt_deep",
+                patch_area=patch_area(backbone),
+                dropout=prompt_dropout,
+                project_dim=prompt_project,
+            )
+        else:
+            self.prompts = None
+        self.head = make_head(backbone.num_features, num_classes)
+        self.apply_tuning(partial_blocks)
+
+    def _stages(self) -> list[tuple[list[nn.Module], list[nn.Parameter]]]:
+        """Backbone stages in forward order as (modules, loose parameters): embedding, blocks, final norms."""
+        vit = self.backbone
+        embed_params = [p for p in (vit.cls_token, vit.pos_embed) if p is not None]
+        stages = [([vit.patch_embed, vit.pos_drop, vit.patch_drop, vit.norm_pre], embed_params)]
+        stages += [([block], []) for block in vit.blocks]
+        stages.append(([vit.norm, vit.fc_norm, vit.head_drop], []))
+        return stages
+
+    @staticmethod
+    def _stage_trains(stage: tuple[list[nn.Module], list[nn.Parameter]]) -> bool:
+        modules, loose = stage
+        params = [p for m in modules for p in m.parameters()] + loose
+        return any(p.requires_grad for p in params)
+
+    def apply_tuning(self, partial_blocks: int = 1) -> None:
+        """Freezes everything the method does not train and records where autograd must start."""
+        freeze_all_but(self, trainable_names(self, self.tuning, partial_blocks))
+        stages = self._stages()
+        first = next((i for i, s in enumerate(stages) if self._stage_trains(s)), len(stages))
+        if self.prompts is not None:
+            first = 0
+        self._autograd_from = first
+        self._frozen_stage_modules = [m for s in stages if not self._stage_trains(s) for m in s[0]]
+
+    def train(self, mode: bool = True) -> ViTClassifier:
+        """Like ``nn.Module.train`` but frozen backbone parts stay in eval mode (Lightning calls this often)."""
+        super().train(mode)
+        if mode:
+            for module in self._frozen_stage_modules:
+                module.eval()
+        return self
+
+    def _grad(self, stage_index: int):
+        return nullcontext() if stage_index >= self._autograd_from else torch.no_grad()
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features ``(B, D)`` with prompts spliced as the official VPT."""
+        vit = self.backbone
+        with self._grad(0):
+            tokens = embed_tokens(vit, images)
+            if self.prompts is not None:
+                tokens = self.prompts.insert(tokens)
+        for index, block in enumerate(vit.blocks):
+            with self._grad(index + 1):
+                if self.prompts is not None and self.prompts.deep and index > 0:
+                    tokens = self.prompts.replace(tokens, index)
+                tokens = block(tokens)
+        with self._grad(len(vit.blocks) + 1):
+            return pooled_features(vit, tokens)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits ``(B, num_classes)``."""
+        return self.head(self.forward_features(images))

@@ -1,0 +1,232 @@
+"""The image-classification LightningModule for every tuning method (VPT-Shallow/Deep and baselines)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics.classification import MulticlassAccuracy
+
+from lit_multimodal.training.optim import OptimConfig, build_optimizer, build_scheduler, scaled_lr
+from lit_multimodal.vision.backbones import BackboneConfig, build_vit
+from lit_multimodal.vision.checkpoints import load_backbone_checkpoint
+from lit_multimodal.vision.classifier import ViTClassifier
+from lit_multimodal.vision.tuning import PROMPT_METHODS, ParamCounts, TuningMethod, count_parameters
+
+log = logging.getLogger(__name__)
+
+# Metrics declared to TensorBoard's HParams plugin once per fit; the same names are logged as scalars.
+HPARAM_METRICS = ("val/top1", "test/top1")
+
+
+class ImageClassifier(LightningModule):
+    """A frozen (or partly frozen) ViT with a linear head, tuned by one of six methods.
+
+    Args:
+        num_classes: output classes; the CLI fills it from ``data.num_classes`` when left empty.
+        backbone: which ViT and which weights file.
+        tuning: ``vpt_deep`` / ``vpt_shallow`` (prompts + head), ``linear`` (head), ``full`` (everything),
+            ``partial`` (last ``partial_blocks`` blocks + final norm + head) or ``bias`` (BitFit: all biases
+            + head).
+        num_prompts: prompt length ``p`` for the ``vpt_*`` methods.
+        prompt_dropout: dropout on prompts; default 0.1 for ``vpt_deep`` and 0.0 for ``vpt_shallow``
+            (the paper's convention).
+        prompt_project: prompt width projected to the token width by a Linear; -1 (default) for none.
+        partial_blocks: ``k`` for ``partial``.
+        optim: optimiser and schedule (default: the official SGD warmup-cosine recipe).
+    """
+
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        backbone: BackboneConfig = BackboneConfig(),  # noqa: B008 - read-only default
+        tuning: TuningMethod = "vpt_deep",
+        num_prompts: int = 50,
+        prompt_dropout: float | None = None,
+        prompt_project: int = -1,
+        partial_blocks: int = 1,
+        optim: OptimConfig = OptimConfig(),  # noqa: B008 - read-only default
+    ) -> None:
+        super().__init__()
+        if num_classes is None or num_classes < 1:
+            raise ValueError(f"model.num_classes must be a positive integer (or come from data.num_classes); got {num_classes}")
+        backbone = backbone if isinstance(backbone, BackboneConfig) else BackboneConfig(**(backbone or {}))
+        optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**(optim or {}))
+        if prompt_dropout is None:
+            prompt_dropout = 0.1 if tuning == "vpt_deep" else 0.0
+        # Plain dicts, so checkpoints stay loadable with torch.load(weights_only=True).
+        self.save_hyperparameters(
+            {
+                "num_classes": num_classes,
+                "backbone": asdict(backbone),
+                "tuning": tuning,
+                "num_prompts": num_prompts,
+                "prompt_dropout": prompt_dropout,
+                "prompt_project": prompt_project,
+                "partial_blocks": partial_blocks,
+                "optim": asdict(optim),
+            },
+            logger=False,
+        )
+        self.backbone_config = backbone
+        self.optim_config = optim
+        self.tuning = tuning
+        vit = build_vit(backbone)
+        self.load_report = load_backbone_checkpoint(vit, backbone) if backbone.checkpoint else None
+        self.net = ViTClassifier(
+            vit,
+            num_classes=num_classes,
+            tuning=tuning,
+            num_prompts=num_prompts if tuning in PROMPT_METHODS else 0,
+            prompt_dropout=prompt_dropout,
+            prompt_project=prompt_project,
+            partial_blocks=partial_blocks,
+        )
+        # Checkpoints hold only trainable tensors; the frozen rest comes from backbone.checkpoint.
+        self.strict_loading = False
+        top5 = min(5, num_classes)
+        self.metrics = torch.nn.ModuleDict(
+            {
+                f"{stage}_{name}": MulticlassAccuracy(num_classes=num_classes, top_k=k, average="micro")
+                for stage in ("val", "test")
+                for name, k in (("top1", 1), (f"top{top5}", top5))
+            }
+        )
+        self.param_counts: ParamCounts = count_parameters(self.net)
+        self.lr: float | None = None
+
+    # -- forward and steps ------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits."""
+        return self.net(images)
+
+    def train(self, mode: bool = True) -> ImageClassifier:
+        """Keeps frozen backbone parts in eval mode whenever Lightning switches to training."""
+        super().train(mode)
+        self.net.train(mode)
+        return self
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        """Cross-entropy on one batch (mean over the batch, as the official ``softmax`` loss)."""
+        if batch is None:  # every image of the batch was skipped as corrupt
+            return None
+        images, labels = batch
+        loss = F.cross_entropy(self(images), labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}")
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def _eval_step(self, stage: str, batch: Any) -> None:
+        if batch is None:
+            return
+        images, labels = batch
+        logits = self(images)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True, batch_size=len(labels))
+        for name, metric in self.metrics.items():
+            if name.startswith(stage):
+                metric.update(logits, labels)
+                self.log(f"{stage}/{name.split('_', 1)[1]}", metric, on_epoch=True, prog_bar=name.endswith("top1"))
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Top-1/top-5 accuracy and loss on the validation split."""
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        """Top-1/top-5 accuracy and loss on the test split."""
+        self._eval_step("test", batch)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Class probabilities."""
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(images).softmax(-1)
+
+    # -- optimisation -----------------------------------------------------------------------------
+    def global_batch_size(self) -> int:
+        """Per-device batch × devices × gradient accumulation: the batch the lr scaling refers to."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        per_device = getattr(datamodule, "batch_size", None)
+        if per_device is None:
+            raise ValueError("lr scaling needs data.batch_size; set model.optim.scale_lr false to use base_lr as is")
+        return int(per_device) * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    def configure_optimizers(self):
+        """Optimiser over trainable tensors; warmup-cosine schedule stepped per epoch."""
+        cfg = self.optim_config
+        batch = self.global_batch_size() if cfg.scale_lr else 0
+        self.lr = scaled_lr(cfg.base_lr, batch, cfg.scale_lr)
+        if cfg.scale_lr:
+            rank_zero_info(f"learning rate {self.lr:.6g} = base_lr {cfg.base_lr:g} x global batch {batch} / 256")
+        trainable = [(n.removeprefix("net."), p) for n, p in self.named_parameters() if p.requires_grad]
+        optimizer = build_optimizer(trainable, cfg, self.lr, self.tuning)
+        max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 100
+        scheduler = build_scheduler(optimizer, cfg, max_epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # -- accounting and logging -------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        """Counts parameters (after any sharding), prints both tuned percents and declares TB hparams."""
+        self.param_counts = count_parameters(self.net)
+        counts = self.param_counts
+        rank_zero_info(
+            f"parameters: total {counts.total:,}, trainable {counts.trainable:,}, backbone {counts.backbone:,}; "
+            f"tuned percent {counts.tuned_percent:.4f} % of all, {counts.tuned_percent_of_backbone:.4f} % of backbone"
+        )
+        if self.load_report is not None:
+            rank_zero_info(self.load_report.summary())
+        if self.logger is not None:
+            self.logger.log_hyperparams(self.curated_hparams(), {name: 0.0 for name in HPARAM_METRICS})
+
+    def curated_hparams(self) -> dict[str, Any]:
+        """The flat hparams shown in TensorBoard's HParams tab."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        counts = self.param_counts
+        return {
+            "tuning": self.tuning,
+            "num_prompts": self.hparams.num_prompts if self.tuning in PROMPT_METHODS else 0,
+            "arch": self.backbone_config.arch,
+            "dataset": getattr(datamodule, "dataset_name", "unknown"),
+            "base_lr": self.optim_config.base_lr,
+            "lr": float(self.lr if self.lr is not None else self.optim_config.base_lr),
+            "weight_decay": self.optim_config.weight_decay,
+            "global_batch": self.global_batch_size() if datamodule is not None else 0,
+            "trainable_params": counts.trainable,
+            "total_params": counts.total,
+            "tuned_percent": round(counts.tuned_percent, 6),
+            "tuned_percent_of_backbone": round(counts.tuned_percent_of_backbone, 6),
+        }
+
+    def on_train_epoch_start(self) -> None:
+        """Logs the epoch's learning rate (epoch 0 runs at 0 under the official warmup)."""
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_epoch=True, on_step=False)
+
+    # -- trainable-only checkpoints ---------------------------------------------------------------
+    def trainable_state_keys(self) -> set[str]:
+        """State-dict keys of the trainable parameters."""
+        return {name for name, param in self.named_parameters() if param.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Drops frozen tensors: a ViT-B/16 VPT-Deep checkpoint is a few MB, not 340 MB."""
+        keep = self.trainable_state_keys()
+        if "state_dict" in checkpoint:
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint["trainable_only"] = True
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Insists that every trainable tensor is in the checkpoint and nothing unknown is."""
+        state = checkpoint.get("state_dict")
+        if state is None:  # DeepSpeed keeps module weights in its own files
+            return
+        own = set(self.state_dict())
+        missing = sorted(self.trainable_state_keys() - set(state))
+        unexpected = sorted(set(state) - own)
+        if missing or unexpected:
+            raise KeyError(
+                f"checkpoint does not match this model (tuning {self.tuning!r}): missing trainable tensors "
+                f"{missing[:8]}, unexpected tensors {unexpected[:8]}"
+            )
