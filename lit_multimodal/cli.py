@@ -122,6 +122,27 @@ class LitMMCLI(LightningCLI):
                 metrics.update({k: float(v) for k, v in results.items()})
         self._write_result("success", metrics=metrics)
 
+    def after_validate(self) -> None:
+        """Writes ``validate_result.json`` (metrics and the checkpoint evaluated) into the run directory."""
+        self._write_eval_result("validate")
+
+    def after_test(self) -> None:
+        """Writes ``test_result.json`` (metrics and the checkpoint evaluated) into the run directory."""
+        self._write_eval_result("test")
+
+    @rank_zero_only
+    def _write_eval_result(self, subcommand: str) -> None:
+        config = self.config.get(subcommand, self.config)
+        payload = {
+            "status": "success",
+            "ckpt_path": config.get("ckpt_path"),
+            "metrics": {k: float(v) for k, v in self.trainer.callback_metrics.items()},
+            "wall_time_s": self.clock.seconds(),
+        }
+        path = Path(self.trainer.default_root_dir) / f"{subcommand}_result.json"
+        write_json_atomic(path, payload)
+        rank_zero_info(f"wrote {path}")
+
     @rank_zero_only
     def _write_result(self, status: str, **extra: Any) -> None:
         trainer = getattr(self, "trainer", None)
@@ -167,6 +188,18 @@ def _run_function_command(name: str, argv: list[str]) -> None:
     auto_cli(components, args=argv, as_positional=False)
 
 
+def _user_error(err: BaseException) -> BaseException | None:
+    """The framework's own bad-input error behind ``err`` (jsonargparse wraps errors raised while it
+    instantiates classes), or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, USER_ERRORS):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``lit-mm``.
 
@@ -180,10 +213,11 @@ def main(argv: list[str] | None = None) -> None:
             _run_function_command(args[0], args[1:])
         else:
             LitMMCLI(args=argv)
-    except USER_ERRORS as err:
-        if os.environ.get("LIT_MM_DEBUG"):
+    except Exception as err:
+        cause = _user_error(err)
+        if cause is None or os.environ.get("LIT_MM_DEBUG"):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {cause}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

@@ -76,7 +76,8 @@ class ViTClassifier(nn.Module):
         embed_params = [p for p in (vit.cls_token, vit.pos_embed) if p is not None]
         stages = [([vit.patch_embed, vit.pos_drop, vit.patch_drop, vit.norm_pre], embed_params)]
         stages += [([block], []) for block in vit.blocks]
-        stages.append(([vit.norm, vit.fc_norm, vit.head_drop], []))
+        tail = [vit.norm, vit.fc_norm, vit.head_drop, vit.head]
+        stages.append(([m for m in tail if m is not None], []))
         return stages
 
     @staticmethod
@@ -101,6 +102,12 @@ class ViTClassifier(nn.Module):
         if mode:
             for module in self._frozen_stage_modules:
                 module.eval()
+            # Containers (the ViT, its block list, attention modules) follow their children, so a fully
+            # frozen backbone reports eval mode throughout.
+            for module in reversed(list(self.backbone.modules())):
+                children = list(module.children())
+                if children:
+                    module.training = any(child.training for child in children)
         return self
 
     def _grad(self, stage_index: int):

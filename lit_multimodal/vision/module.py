@@ -59,20 +59,9 @@ class ImageClassifier(LightningModule):
         optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**(optim or {}))
         if prompt_dropout is None:
             prompt_dropout = 0.1 if tuning == "vpt_deep" else 0.0
+        self.save_hyperparameters(logger=False)
         # Plain dicts, so checkpoints stay loadable with torch.load(weights_only=True).
-        self.save_hyperparameters(
-            {
-                "num_classes": num_classes,
-                "backbone": asdict(backbone),
-                "tuning": tuning,
-                "num_prompts": num_prompts,
-                "prompt_dropout": prompt_dropout,
-                "prompt_project": prompt_project,
-                "partial_blocks": partial_blocks,
-                "optim": asdict(optim),
-            },
-            logger=False,
-        )
+        self.hparams.update(backbone=asdict(backbone), optim=asdict(optim), prompt_dropout=prompt_dropout)
         self.backbone_config = backbone
         self.optim_config = optim
         self.tuning = tuning
@@ -170,7 +159,17 @@ class ImageClassifier(LightningModule):
 
     # -- accounting and logging -------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        """Counts parameters (after any sharding), prints both tuned percents and declares TB hparams."""
+        """Counts parameters (after any sharding), prints both tuned percents and declares TB hparams.
+
+        Under DeepSpeed it also turns on the strategy's ``exclude_frozen_parameters``: DeepSpeed writes
+        module weights itself and never sees the state dict that :meth:`on_save_checkpoint` filters.
+        """
+        from lightning.pytorch.strategies import DeepSpeedStrategy
+
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DeepSpeedStrategy) and not strategy.exclude_frozen_parameters:
+            strategy.exclude_frozen_parameters = True
+            rank_zero_info("DeepSpeed: exclude_frozen_parameters on; checkpoints keep trainable tensors only")
         self.param_counts = count_parameters(self.net)
         counts = self.param_counts
         rank_zero_info(
