@@ -1,2 +1,3 @@
 """lit_multimodal: Lightning experiments for VPT and PandaGPT."""
+
 __version__ = "0.1.0"

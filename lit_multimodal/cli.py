@@ -24,7 +24,13 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 import lit_multimodal.data  # noqa: F401 - registers the DataModules for class_path lookup
 import lit_multimodal.vision  # noqa: F401 - registers the LightningModules for class_path lookup
 from lit_multimodal.data.base import DataError
-from lit_multimodal.training.results import RESULT_FILE, WallClock, config_hash, package_versions, write_json_atomic
+from lit_multimodal.training.results import (
+    RESULT_FILE,
+    WallClock,
+    config_hash,
+    package_versions,
+    write_json_atomic,
+)
 from lit_multimodal.vision.checkpoints import CheckpointError
 
 DEFAULT_RUN_DIR = "runs/default"
@@ -189,8 +195,10 @@ def _run_function_command(name: str, argv: list[str]) -> None:
 
 
 def _user_error(err: BaseException) -> BaseException | None:
-    """The framework's own bad-input error behind ``err`` (jsonargparse wraps errors raised while it
-    instantiates classes), or None."""
+    """The framework's own bad-input error behind ``err``, or None.
+
+    jsonargparse wraps errors raised while it instantiates classes; the cause chain still holds ours.
+    """
     seen = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, USER_ERRORS):

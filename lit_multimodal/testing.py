@@ -22,9 +22,9 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
     Every argument of :class:`~lightning.pytorch.strategies.DeepSpeedStrategy` is accepted unchanged, so
     the CLI form is ``--trainer.strategy lit_multimodal.testing.CPUDeepSpeedStrategy
     --trainer.strategy.stage 3`` (or ``class_path``/``init_args`` in a YAML config), together with
-    ``--trainer.accelerator cpu``. ZeRO-3 JIT-compiles DeepSpeed's shared-memory communication op with
-    ninja and a C++ compiler the first time it runs (about 30 s); the build is cached afterwards. On a
-    machine that has a GPU, set ``DS_ACCELERATOR=cpu`` before DeepSpeed is imported.
+    ``--trainer.accelerator cpu``. The first run on a machine JIT-compiles DeepSpeed's CPU communication
+    op with ninja and a C++ compiler (half a minute or more); the build is cached afterwards. On a machine
+    that has a GPU, set ``DS_ACCELERATOR=cpu`` before DeepSpeed is imported.
     """
 
     def setup_environment(self) -> None:
@@ -42,9 +42,7 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
             )
         # DeepSpeed compares device indices with ranks, and a bare torch.device("cpu") has index None.
         if self.parallel_devices is not None:
-            self.parallel_devices = [
-                torch.device("cpu", index) for index in range(len(self.parallel_devices))
-            ]
+            self.parallel_devices = [torch.device("cpu", index) for index in range(len(self.parallel_devices))]
         DDPStrategy.setup_environment(self)
 
     def setup_distributed(self) -> None:

@@ -48,8 +48,14 @@ def test_fit_then_test_from_checkpoint(tmp_path, tiny_dataset):
     assert hparams_file.is_file()
 
     test = _lit_mm(
-        "test", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
-        "--trainer.default_root_dir", str(tmp_path / "test_run"), cwd=tmp_path,
+        "test",
+        "--config",
+        str(run / "config.yaml"),
+        "--ckpt_path",
+        str(run / "checkpoints" / "last.ckpt"),
+        "--trainer.default_root_dir",
+        str(tmp_path / "test_run"),
+        cwd=tmp_path,
     )
     assert test.returncode == 0, test.stderr[-3000:]
     evaluated = json.loads((tmp_path / "test_run" / "test_result.json").read_text())
@@ -65,7 +71,9 @@ def test_seed_fixes_init_and_data_order(tmp_path, tiny_dataset):
         workdir = tmp_path / name
         workdir.mkdir()
         config = tiny_config(workdir, tiny_dataset)
-        proc = _lit_mm("fit", "--config", str(config), "--trainer.max_epochs", "1", "--test_after_fit", "false", cwd=workdir)
+        proc = _lit_mm(
+            "fit", "--config", str(config), "--trainer.max_epochs", "1", "--test_after_fit", "false", cwd=workdir
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         results.append(json.loads((workdir / "run" / "result.json").read_text())["metrics"])
     assert results[0]["val/loss"] == results[1]["val/loss"]

@@ -29,7 +29,12 @@ def test_sgd_one_group_per_tensor_with_head_bias_undecayed():
     opt = build_optimizer(_named(), OptimConfig(weight_decay=0.01), lr=0.5, tuning="vpt_deep")
     assert isinstance(opt, torch.optim.SGD)
     decays = {g["name"]: g["weight_decay"] for g in opt.param_groups}
-    assert decays == {"prompts.prompt_embeddings": 0.01, "backbone.norm.weight": 0.01, "head.weight": 0.01, "head.bias": 0.0}
+    assert decays == {
+        "prompts.prompt_embeddings": 0.01,
+        "backbone.norm.weight": 0.01,
+        "head.weight": 0.01,
+        "head.bias": 0.0,
+    }
     assert all(g["momentum"] == 0.9 and g["lr"] == 0.5 and not g["nesterov"] for g in opt.param_groups)
 
 

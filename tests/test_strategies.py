@@ -235,13 +235,13 @@ def test_deepspeed_zero2_trainable_only_checkpoint_restores(setup_dir: Path, tmp
     assert {k: tuple(v.shape) for k, v in fp32.items()} == trainable_shapes(reference)
     assert_trained(fp32, reference)
 
-    # Without a train split in `test`, DeepSpeed needs the logging batch size given instead of probing it.
+    # DeepSpeed probes the train loader during `test` to pick its logging batch size;
+    # the data module builds that split on demand.
     log_dir = tmp_path / "zero2_test_logs"
     lit_mm(
         "test",
         "--config", str(setup_dir / "base.yaml"),
         *strategy,
-        "--trainer.strategy.logging_batch_size_per_gpu", str(BATCH),
         "--trainer.default_root_dir", str(tmp_path / "zero2_test"),
         "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
         "--trainer.logger.save_dir", str(log_dir),
@@ -253,9 +253,7 @@ def test_deepspeed_zero2_trainable_only_checkpoint_restores(setup_dir: Path, tmp
 # -- DeepSpeed ZeRO-3, two processes ---------------------------------------------------------------
 @pytest.mark.slow
 @requires_deepspeed
-def test_deepspeed_zero3_two_processes_partitioned_counts_and_checkpoint(
-    setup_dir: Path, tmp_path: Path
-) -> None:
+def test_deepspeed_zero3_two_processes_partitioned_counts_and_checkpoint(setup_dir: Path, tmp_path: Path) -> None:
     config = yaml.safe_load((setup_dir / "base.yaml").read_text())
     config["trainer"]["devices"] = 2
     config["trainer"]["strategy"] = {
@@ -296,10 +294,14 @@ def test_deepspeed_zero3_two_processes_partitioned_counts_and_checkpoint(
     model = reference_model(setup_dir)
     datamodule = JsonSplitDataModule(**data_args(setup_dir / "data"))
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=tmp_path / "zero3_test",
-    )  # fmt: skip
+    )
     (restored,) = trainer.test(model, datamodule=datamodule, ckpt_path=str(single), verbose=False)
     assert_same_test_metrics(restored, result)
     for name, tensor in fp32.items():

@@ -32,7 +32,9 @@ def test_trainable_sets_per_method():
     assert bias == head | {n for n in names if n.startswith("backbone.") and n.endswith(".bias")}
     assert "backbone.patch_embed.proj.bias" in bias and "backbone.blocks.0.attn.qkv.bias" in bias
     partial = _trainable(_model("partial", partial_blocks=2))
-    assert partial == head | {n for n in names if n.startswith(("backbone.blocks.4.", "backbone.blocks.5.", "backbone.norm."))}
+    assert partial == head | {
+        n for n in names if n.startswith(("backbone.blocks.4.", "backbone.blocks.5.", "backbone.norm."))
+    }
 
 
 def test_partial_blocks_out_of_range_is_an_error():

@@ -168,21 +168,26 @@ class ImageClassificationDataModule(LightningDataModule):
             interpolation=self.interpolation,
         )
 
+    def _setup_role(self, role: str) -> None:
+        split = self.split_names().get(role)
+        if split is None:
+            raise DataError(f"this data module has no {role!r} split (split names: {self.split_names()})")
+        samples = self.read_split(split)
+        self._check_samples(split, samples)
+        self.datasets[role] = ImageListDataset(samples, self.transform_for(role), self.skip_corrupt)
+
     def setup(self, stage: str | None = None) -> None:
         """Reads and checks the split lists the stage needs."""
         self._check_root()
         roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         for role in roles.get(stage or "fit", ("train", "val", "test")):
-            split = self.split_names().get(role)
-            if split is None or role in self.datasets:
-                continue
-            samples = self.read_split(split)
-            self._check_samples(split, samples)
-            self.datasets[role] = ImageListDataset(samples, self.transform_for(role), self.skip_corrupt)
+            if self.has_split(role) and role not in self.datasets:
+                self._setup_role(role)
 
     def _loader(self, role: str, shuffle: bool) -> DataLoader:
-        if role not in self.datasets:
-            raise DataError(f"this data module has no {role!r} split (split names: {self.split_names()})")
+        if role not in self.datasets:  # e.g. DeepSpeed asks for the train loader during test
+            self._check_root()
+            self._setup_role(role)
         return DataLoader(
             self.datasets[role],
             batch_size=self.batch_size,
@@ -212,4 +217,3 @@ class ImageClassificationDataModule(LightningDataModule):
     def has_split(self, role: str) -> bool:
         """Whether the layout defines a split for ``role``."""
         return self.split_names().get(role) is not None
-

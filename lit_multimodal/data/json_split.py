@@ -88,9 +88,7 @@ class JsonSplitDataModule(ImageClassificationDataModule):
             train_labels = set(values[self.train_split])
             unseen = {name: sorted(set(v) - train_labels) for name, v in values.items() if set(v) - train_labels}
             if unseen:
-                raise DataError(
-                    f"labels missing from {self.train_split}.json but present in other splits: {unseen}"
-                )
+                raise DataError(f"labels missing from {self.train_split}.json but present in other splits: {unseen}")
             if len(index) != self.num_classes:
                 raise DataError(
                     f"{self.root}: the split files hold {len(index)} classes but num_classes is "

@@ -56,7 +56,9 @@ class LoadReport:
         if self.resampled:
             parts.append(f"resampled {self.resampled}")
         if self.ignored:
-            parts.append(f"ignored {len(self.ignored)} keys ({', '.join(self.ignored[:4])}{' ...' * (len(self.ignored) > 4)})")
+            parts.append(
+                f"ignored {len(self.ignored)} keys ({', '.join(self.ignored[:4])}{' ...' * (len(self.ignored) > 4)})"
+            )
         if self.kept_init:
             parts.append(f"kept initialisation of {self.kept_init}")
         return "; ".join(parts)
@@ -79,12 +81,15 @@ def _unwrap(obj: object, path: Path) -> StateDict:
                 return _unwrap(obj[key], path)
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return dict(obj)
-    raise CheckpointError(f"{path}: no state dict of tensors found (top-level keys: {list(obj)[:10] if isinstance(obj, dict) else type(obj).__name__})")
+    found = list(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
+    raise CheckpointError(f"{path}: no state dict of tensors found (top level: {found})")
 
 
 def read_timm(path: Path) -> StateDict:
-    """A timm/torch state dict: ``.safetensors``, or a ``.pth``/``.pt``/``.bin`` holding tensors
-    (possibly nested under ``state_dict``/``model``; a ``module.`` prefix from DDP is stripped)."""
+    """A timm/torch state dict from ``.safetensors`` or ``.pth``/``.pt``/``.bin``.
+
+    The tensors may be nested under ``state_dict``/``model``; a ``module.`` prefix from DDP is stripped.
+    """
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -54,7 +54,9 @@ class ImageClassifier(LightningModule):
     ) -> None:
         super().__init__()
         if num_classes is None or num_classes < 1:
-            raise ValueError(f"model.num_classes must be a positive integer (or come from data.num_classes); got {num_classes}")
+            raise ValueError(
+                f"model.num_classes must be a positive integer (or come from data.num_classes); got {num_classes}"
+            )
         backbone = backbone if isinstance(backbone, BackboneConfig) else BackboneConfig(**(backbone or {}))
         optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**(optim or {}))
         if prompt_dropout is None:
@@ -116,7 +118,9 @@ class ImageClassifier(LightningModule):
             return
         images, labels = batch
         logits = self(images)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True, batch_size=len(labels))
+        self.log(
+            f"{stage}/loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True, batch_size=len(labels)
+        )
         for name, metric in self.metrics.items():
             if name.startswith(stage):
                 metric.update(logits, labels)

@@ -75,7 +75,9 @@ def pretrain_on_source_digits(config: BackboneConfig) -> dict[str, torch.Tensor]
                 optimizer.step()
                 scheduler.step()
                 correct += int((logits.argmax(-1) == y[idx]).sum())
-            progress.update(task, advance=1, description=f"pre-training on digits 0-4 (train acc {correct / len(x):.1%})")
+            progress.update(
+                task, advance=1, description=f"pre-training on digits 0-4 (train acc {correct / len(x):.1%})"
+            )
     return {k: v.detach().contiguous() for k, v in vit.state_dict().items()}
 
 
