@@ -100,3 +100,38 @@ def test_frozen_parts_stay_in_eval_mode_after_train():
     assert partial.backbone.blocks[5].training and not partial.backbone.blocks[4].training
     model.eval()
     assert not model.prompts.prompt_dropout.training
+
+
+def test_frozen_backbone_stays_in_eval_mode_across_lightning_epochs(tiny_dataset):
+    from lightning.pytorch import Callback, Trainer
+
+    from lit_multimodal.data import JsonSplitDataModule
+    from lit_multimodal.vision.module import ImageClassifier
+
+    class ModeProbe(Callback):
+        def __init__(self):
+            self.checked = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            net = pl_module.net
+            self.checked.append(
+                (
+                    trainer.current_epoch,
+                    any(m.training for m in net.backbone.modules()),
+                    net.prompts.prompt_dropout.training,
+                )
+            )
+
+    probe = ModeProbe()
+    data = JsonSplitDataModule(
+        root=str(tiny_dataset), image_root="images", num_classes=3, batch_size=4, num_workers=0,
+        img_size=32, train_transform="resize", eval_transform="resize",
+    )  # fmt: skip
+    model = ImageClassifier(num_classes=3, backbone=BackboneConfig(arch="test_vit", img_size=32), num_prompts=2)
+    trainer = Trainer(
+        max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[probe],
+    )  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    assert {epoch for epoch, _, _ in probe.checked} == {0, 1, 2}  # validation ran in between
+    assert all(not backbone_training and dropout_training for _, backbone_training, dropout_training in probe.checked), probe.checked

@@ -95,6 +95,9 @@ class ViTClassifier(nn.Module):
             first = 0
         self._autograd_from = first
         self._frozen_stage_modules = [m for s in stages if not self._stage_trains(s) for m in s[0]]
+        # Apply the modes now: Lightning captures per-module modes before validation and restores exactly
+        # those afterwards, so frozen parts must already be in eval mode before the first train() call.
+        self.train(self.training)
 
     def train(self, mode: bool = True) -> ViTClassifier:
         """Like ``nn.Module.train`` but frozen backbone parts stay in eval mode (Lightning calls this often)."""
