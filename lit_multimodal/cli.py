@@ -2,9 +2,7 @@
 
 ``lit-mm fit --config configs/vpt_deep_cub.yaml`` builds the model and data chosen by ``class_path`` in the
 YAML, trains, tests the last-epoch weights and writes ``result.json`` into the run directory
-(``trainer.default_root_dir``). Subcommands that need no Trainer (``prepare`` …) are routed to
-jsonargparse function CLIs before LightningCLI is built, so ``sys.argv`` stays untouched for the DDP
-re-launch of training runs.
+(``trainer.default_root_dir``).
 """
 
 from __future__ import annotations
@@ -34,14 +32,7 @@ from lit_multimodal.training.results import (
 from lit_multimodal.vision.checkpoints import CheckpointError
 
 DEFAULT_RUN_DIR = "runs/default"
-# Subcommands served by plain function CLIs; each maps to "module:function" returning the CLI components.
-FUNCTION_COMMANDS: dict[str, str] = {}
-
-EPILOG = (
-    "Other commands: "
-    + (", ".join(f"lit-mm {name}" for name in FUNCTION_COMMANDS) or "none yet")
-    + ". Example: lit-mm fit --config configs/quickstart/vpt_deep.yaml"
-)
+EPILOG = "Example: lit-mm fit --config configs/quickstart/vpt_deep.yaml"
 
 USER_ERRORS = (DataError, CheckpointError, FileNotFoundError)
 
@@ -184,16 +175,6 @@ class LitMMCLI(LightningCLI):
         rank_zero_info(f"wrote {run_dir / RESULT_FILE} ({status})")
 
 
-def _run_function_command(name: str, argv: list[str]) -> None:
-    from importlib import import_module
-
-    from jsonargparse import auto_cli
-
-    module_name, attr = FUNCTION_COMMANDS[name].split(":")
-    components = getattr(import_module(module_name), attr)()
-    auto_cli(components, args=argv, as_positional=False)
-
-
 def _user_error(err: BaseException) -> BaseException | None:
     """The framework's own bad-input error behind ``err``, or None.
 
@@ -215,12 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     one-line ``error:`` message and exit status 1; set ``LIT_MM_DEBUG=1`` for the traceback. Config errors
     are jsonargparse's own messages (exit status 2).
     """
-    args = sys.argv[1:] if argv is None else argv
     try:
-        if args and args[0] in FUNCTION_COMMANDS:
-            _run_function_command(args[0], args[1:])
-        else:
-            LitMMCLI(args=argv)
+        LitMMCLI(args=argv)
     except Exception as err:
         cause = _user_error(err)
         if cause is None or os.environ.get("LIT_MM_DEBUG"):

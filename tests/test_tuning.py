@@ -134,4 +134,5 @@ def test_frozen_backbone_stays_in_eval_mode_across_lightning_epochs(tiny_dataset
     )  # fmt: skip
     trainer.fit(model, datamodule=data)
     assert {epoch for epoch, _, _ in probe.checked} == {0, 1, 2}  # validation ran in between
-    assert all(not backbone_training and dropout_training for _, backbone_training, dropout_training in probe.checked), probe.checked
+    modes = [(backbone, dropout) for _, backbone, dropout in probe.checked]
+    assert all(not backbone and dropout for backbone, dropout in modes), probe.checked

@@ -8,6 +8,7 @@ live here once.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def collate_skipping_none(batch: list):
     return default_collate(kept)
 
 
-class ImageClassificationDataModule(LightningDataModule):
+class ImageClassificationDataModule(LightningDataModule, ABC):
     """Base DataModule for image classification from path lists.
 
     Args:
@@ -130,9 +131,9 @@ class ImageClassificationDataModule(LightningDataModule):
         """Maps a role (``train``, ``val``, ``test``) to the split name on disk (None: no such split)."""
         return {"train": "train", "val": "val", "test": "test"}
 
+    @abstractmethod
     def read_split(self, split: str) -> list[Sample]:
         """Returns the ``(absolute image path, 0-based label)`` list of one split."""
-        raise NotImplementedError
 
     # -- shared machinery ---------------------------------------------------------------------
     @property
@@ -172,13 +173,13 @@ class ImageClassificationDataModule(LightningDataModule):
         split = self.split_names().get(role)
         if split is None:
             raise DataError(f"this data module has no {role!r} split (split names: {self.split_names()})")
+        self._check_root()
         samples = self.read_split(split)
         self._check_samples(split, samples)
         self.datasets[role] = ImageListDataset(samples, self.transform_for(role), self.skip_corrupt)
 
     def setup(self, stage: str | None = None) -> None:
         """Reads and checks the split lists the stage needs."""
-        self._check_root()
         roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         for role in roles.get(stage or "fit", ("train", "val", "test")):
             if self.has_split(role) and role not in self.datasets:
@@ -186,7 +187,6 @@ class ImageClassificationDataModule(LightningDataModule):
 
     def _loader(self, role: str, shuffle: bool) -> DataLoader:
         if role not in self.datasets:  # e.g. DeepSpeed asks for the train loader during test
-            self._check_root()
             self._setup_role(role)
         return DataLoader(
             self.datasets[role],

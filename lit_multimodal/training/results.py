@@ -18,9 +18,8 @@ _VERSIONED = ("lit-multimodal", "torch", "lightning", "timm", "torchmetrics", "j
 def config_hash(config: dict[str, Any]) -> str:
     """Short sha256 of a config, insensitive to key order and to where the run is written."""
     cleaned = json.loads(json.dumps(config, default=str))
-    for section in ("trainer",):
-        if isinstance(cleaned.get(section), dict):
-            cleaned[section].pop("default_root_dir", None)
+    if isinstance(cleaned.get("trainer"), dict):
+        cleaned["trainer"].pop("default_root_dir", None)
     cleaned.pop("ckpt_path", None)
     cleaned.pop("config", None)
     blob = json.dumps(cleaned, sort_keys=True).encode()
@@ -45,20 +44,6 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)
-
-
-def read_result(run_dir: Path) -> dict[str, Any] | None:
-    """The run's result, or None when absent or unreadable (e.g. killed while writing elsewhere)."""
-    try:
-        return json.loads((Path(run_dir) / RESULT_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def is_done(run_dir: Path) -> bool:
-    """A run is done when its ``result.json`` says success."""
-    result = read_result(run_dir)
-    return bool(result) and result.get("status") == "success"
 
 
 class WallClock:

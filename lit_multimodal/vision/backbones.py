@@ -31,11 +31,10 @@ class BackboneConfig:
         pooling: ``cls`` takes the CLS token after the final LayerNorm (supervised and MoCo-v3 backbones);
             ``mean`` averages every token but CLS (prompts included, as the official MAE code) and applies
             ``fc_norm``.
-        checkpoint: local weights file (timm/torch ``.pth``/``.pt``/``.bin``, ``.safetensors``, JAX
-            ``.npz``, MAE or MoCo-v3 releases), or ``quickstart:digits`` for the quickstart's self-made
-            backbone. ``None`` keeps the random initialisation.
-        checkpoint_format: ``auto`` guesses from the file name and contents; or one of ``timm``,
-            ``jax_npz``, ``mae``, ``mocov3``.
+        checkpoint: local weights file holding a timm/torch state dict (``.pth``/``.pt``/``.bin`` or
+            ``.safetensors``), or ``quickstart:digits0-4`` for the quickstart's self-made backbone. ``None``
+            keeps the random initialisation.
+        checkpoint_format: ``auto`` picks the reader from the file; ``timm`` names it explicitly.
         dropout: dropout after the position embedding and in the attention-projection/MLP outputs. It is
             only active in parts of the backbone that train (the official full fine-tuning uses 0.1).
         drop_path: stochastic depth rate (MAE pre-training used 0.1); likewise only active where blocks train.
@@ -47,7 +46,7 @@ class BackboneConfig:
     img_size: int = 224
     pooling: Pooling = "cls"
     checkpoint: str | None = None
-    checkpoint_format: Literal["auto", "timm", "jax_npz", "mae", "mocov3"] = "auto"
+    checkpoint_format: Literal["auto", "timm"] = "auto"
     dropout: float = 0.0
     drop_path: float = 0.0
     overrides: dict[str, Any] = field(default_factory=dict)

@@ -90,11 +90,12 @@ class ViTClassifier(nn.Module):
         """Freezes everything the method does not train and records where autograd must start."""
         freeze_all_but(self, trainable_names(self, self.tuning, partial_blocks))
         stages = self._stages()
-        first = next((i for i, s in enumerate(stages) if self._stage_trains(s)), len(stages))
-        if self.prompts is not None:
-            first = 0
-        self._autograd_from = first
-        self._frozen_stage_modules = [m for s in stages if not self._stage_trains(s) for m in s[0]]
+        trains = [self._stage_trains(stage) for stage in stages]
+        self._autograd_from = (
+            0 if self.prompts is not None else next((i for i, t in enumerate(trains) if t), len(stages))
+        )
+        frozen = [modules for (modules, _), t in zip(stages, trains, strict=True) if not t]
+        self._frozen_stage_modules = [m for modules in frozen for m in modules]
         # Apply the modes now: Lightning captures per-module modes before validation and restores exactly
         # those afterwards, so frozen parts must already be in eval mode before the first train() call.
         self.train(self.training)

@@ -2,7 +2,7 @@
 
 A randomly initialised frozen ViT teaches nothing about prompt tuning (every frozen method then sits near
 chance while full fine-tuning wins), so the quickstart first fully trains its small ViT on digits 0–4
-(about 20 s on 2 CPU cores) and saves it as safetensors. The transfer task is digits 5–9, so the frozen
+and saves it as safetensors. The transfer task is digits 5–9, so the frozen
 methods show real transfer from a backbone that never saw those classes.
 """
 
