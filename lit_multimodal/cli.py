@@ -2,17 +2,21 @@
 
 ``lit-mm fit --config configs/vpt_deep_cub.yaml`` builds the model and data chosen by ``class_path`` in the
 YAML, trains, tests the last-epoch weights and writes ``result.json`` into the run directory
-(``trainer.default_root_dir``).
+(``trainer.default_root_dir``). ``lit-mm prepare fgvc ...`` and the other function commands are plain
+functions whose signatures and docstrings jsonargparse turns into the command line.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import auto_cli
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -22,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 import lit_multimodal.data  # noqa: F401 - registers the DataModules for class_path lookup
 import lit_multimodal.vision  # noqa: F401 - registers the LightningModules for class_path lookup
 from lit_multimodal.data.base import DataError
+from lit_multimodal.sweeps.plan import SweepError
 from lit_multimodal.training.results import (
     RESULT_FILE,
     WallClock,
@@ -32,9 +37,13 @@ from lit_multimodal.training.results import (
 from lit_multimodal.vision.checkpoints import CheckpointError
 
 DEFAULT_RUN_DIR = "runs/default"
-EPILOG = "Example: lit-mm fit --config configs/quickstart/vpt_deep.yaml"
+EPILOG = (
+    "Example: lit-mm fit --config configs/quickstart/vpt_deep.yaml. "
+    "Other commands: lit-mm prepare fgvc --help (split files from an original FGVC archive), "
+    "lit-mm sweep --help (search and seeded finals, local or SLURM), lit-mm report --help (tables and plot)."
+)
 
-USER_ERRORS = (DataError, CheckpointError, FileNotFoundError)
+USER_ERRORS = (DataError, CheckpointError, SweepError, FileNotFoundError)
 
 
 class LitMMCLI(LightningCLI):
@@ -73,8 +82,7 @@ class LitMMCLI(LightningCLI):
         """Fills ``model.num_classes`` from the data and sets the default run directory."""
         config = self.config.get(str(self.subcommand), self.config)
         model_args = config.model.get("init_args") if config.get("model") else None
-        data_args = config.data.get("init_args") if config.get("data") else None
-        data_classes = data_args.get("num_classes") if data_args is not None else None
+        data_classes = _data_num_classes(config.get("data"))
         if model_args is not None and "num_classes" in model_args and data_classes is not None:
             if model_args.num_classes is None:
                 model_args.num_classes = data_classes
@@ -157,6 +165,7 @@ class LitMMCLI(LightningCLI):
             "precision": str(trainer.precision),
             "seed": config.get("seed_everything"),
             "versions": package_versions(),
+            "data": _as_plain(config.get("data")),
             **extra,
         }
         model = self.model
@@ -175,6 +184,30 @@ class LitMMCLI(LightningCLI):
         rank_zero_info(f"wrote {run_dir / RESULT_FILE} ({status})")
 
 
+def _as_plain(value: Any) -> Any:
+    """A jsonargparse Namespace (e.g. the data config: class, root, interpolation, ...) as plain dicts."""
+    return value.as_dict() if hasattr(value, "as_dict") else value
+
+
+def _data_num_classes(data_config: Any) -> int | None:
+    """The class count of the configured data module, or None when it has none.
+
+    Taken from ``data.init_args.num_classes`` when given; otherwise the data module is constructed (cheap:
+    DataModules read nothing in ``__init__``) and asked, so that e.g. ``--data.task dtd`` of VTAB-1k decides
+    the model's head size.
+    """
+    if not data_config or not data_config.get("class_path"):
+        return None
+    init_args = data_config.get("init_args")
+    given = init_args.get("num_classes") if init_args is not None else None
+    if given is not None:
+        return int(given)
+    module, _, name = str(data_config.class_path).rpartition(".")
+    data_class = getattr(importlib.import_module(module), name)
+    kwargs = init_args.as_dict() if init_args is not None else {}
+    return getattr(data_class(**kwargs), "num_classes", None)
+
+
 def _user_error(err: BaseException) -> BaseException | None:
     """The framework's own bad-input error behind ``err``, or None.
 
@@ -189,6 +222,21 @@ def _user_error(err: BaseException) -> BaseException | None:
     return None
 
 
+FUNCTION_COMMANDS = ("prepare", "sweep", "report")
+
+
+def _run_function_command(args: list[str]) -> None:
+    """Runs ``lit-mm prepare|sweep|report ...``: plain functions exposed through ``jsonargparse.auto_cli``."""
+    from lit_multimodal.data.prepare_fgvc import prepare_fgvc
+    from lit_multimodal.sweeps.report import report
+    from lit_multimodal.sweeps.runner import sweep
+
+    commands = {"prepare": {"fgvc": prepare_fgvc}, "sweep": sweep, "report": report}
+    summary = auto_cli(commands, args=args, as_positional=False)
+    if summary is not None:
+        print(json.dumps(summary, indent=2, default=str))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``lit-mm``.
 
@@ -196,8 +244,12 @@ def main(argv: list[str] | None = None) -> None:
     one-line ``error:`` message and exit status 1; set ``LIT_MM_DEBUG=1`` for the traceback. Config errors
     are jsonargparse's own messages (exit status 2).
     """
+    args = sys.argv[1:] if argv is None else argv
     try:
-        LitMMCLI(args=argv)
+        if args and args[0] in FUNCTION_COMMANDS:
+            _run_function_command(args)
+        else:
+            LitMMCLI(args=argv)
     except Exception as err:
         cause = _user_error(err)
         if cause is None or os.environ.get("LIT_MM_DEBUG"):

@@ -8,6 +8,7 @@ import sys
 
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from .conftest import tiny_config
 
@@ -32,6 +33,8 @@ def test_fit_then_test_from_checkpoint(tmp_path, tiny_dataset):
     assert result["hparams"]["lr"] == 1.0 * 4 / 256  # base_lr x batch / 256
     assert len(result["config_hash"]) == 16 and result["wall_time_s"] > 0 and result["seed"] == 7
     assert (run / "config.yaml").is_file()
+    assert result["data"]["class_path"] == "lit_multimodal.data.JsonSplitDataModule"
+    assert result["data"]["init_args"]["interpolation"] == "bilinear"  # preprocessing is on record
     assert "learning rate 0.015625 = base_lr 1 x global batch 4 / 256" in fit.stdout + fit.stderr
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -46,6 +49,14 @@ def test_fit_then_test_from_checkpoint(tmp_path, tiny_dataset):
     assert "val/top1" in events.Tags()["scalars"] and "train/loss_epoch" in events.Tags()["scalars"]
     hparams_file = run / "hparams.yaml"
     assert hparams_file.is_file()
+    # The HParams tab: one flat summary, declared once, with accuracy as metrics.
+    content = events.PluginTagToContent("hparams")
+    start = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert {"tuning", "num_prompts", "lr", "weight_decay", "seed", "task", "tuned_percent"} <= set(start.hparams)
+    assert start.hparams["tuned_percent_of_backbone"].number_value > start.hparams["tuned_percent"].number_value
+    assert start.hparams["seed"].number_value == 7 and start.hparams["tuning"].string_value == "vpt_deep"
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == {"val/top1", "test/top1"}
 
     test = _lit_mm(
         "test",

@@ -24,7 +24,7 @@ def test_quickstart_vpt_deep_from_scratch(tmp_path):
     out = proc.stdout + proc.stderr
     assert "tuned percent" in out
     result = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert result["status"] == "success" and result["hparams"]["dataset"] == "digits5-9"
+    assert result["status"] == "success" and result["hparams"]["task"] == "digits5-9"
     assert result["metrics"]["val/top1"] > 0.3  # above chance (0.2) after 3 epochs from the pre-trained backbone
     cached = list((tmp_path / "cache" / "quickstart").glob("backbone-digits0-4-*.safetensors"))
     assert len(cached) == 1

@@ -202,8 +202,10 @@ class ImageClassificationDataModule(LightningDataModule, ABC):
         """Shuffled training loader (order fixed by the run's seed)."""
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        """Validation loader."""
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation loader; an empty list (Lightning then skips validation) when the layout has no val split."""
+        if not self.has_split("val"):
+            return []
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:

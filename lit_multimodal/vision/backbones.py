@@ -31,10 +31,14 @@ class BackboneConfig:
         pooling: ``cls`` takes the CLS token after the final LayerNorm (supervised and MoCo-v3 backbones);
             ``mean`` averages every token but CLS (prompts included, as the official MAE code) and applies
             ``fc_norm``.
-        checkpoint: local weights file holding a timm/torch state dict (``.pth``/``.pt``/``.bin`` or
-            ``.safetensors``), or ``quickstart:digits0-4`` for the quickstart's self-made backbone. ``None``
-            keeps the random initialisation.
-        checkpoint_format: ``auto`` picks the reader from the file; ``timm`` names it explicitly.
+        checkpoint: local weights file: a timm/torch state dict (``.pth``/``.pt``/``.bin`` or
+            ``.safetensors``), a JAX ViT ``.npz`` (``imagenet21k_ViT-B_16.npz``), MAE pre-training
+            (``mae_pretrain_vit_base.pth``) or a MoCo-v3 checkpoint (``linear-vit-b-300ep.pth.tar``); or
+            ``quickstart:digits0-4`` for the quickstart's self-made backbone. ``None`` keeps the random
+            initialisation.
+        checkpoint_format: ``auto`` picks the reader from the file (``.npz`` is ``jax``, ``.safetensors``
+            is ``timm``, a torch file by its structure); ``timm``, ``jax``, ``mae`` or ``mocov3`` names it,
+            and a file without that structure is an error.
         dropout: dropout after the position embedding and in the attention-projection/MLP outputs. It is
             only active in parts of the backbone that train (the official full fine-tuning uses 0.1).
         drop_path: stochastic depth rate (MAE pre-training used 0.1); likewise only active where blocks train.
@@ -46,7 +50,7 @@ class BackboneConfig:
     img_size: int = 224
     pooling: Pooling = "cls"
     checkpoint: str | None = None
-    checkpoint_format: Literal["auto", "timm"] = "auto"
+    checkpoint_format: Literal["auto", "timm", "jax", "mae", "mocov3"] = "auto"
     dropout: float = 0.0
     drop_path: float = 0.0
     overrides: dict[str, Any] = field(default_factory=dict)

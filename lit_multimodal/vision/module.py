@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict
 from typing import Any
 
@@ -193,7 +194,8 @@ class ImageClassifier(LightningModule):
             "tuning": self.tuning,
             "num_prompts": self.hparams.num_prompts if self.tuning in PROMPT_METHODS else 0,
             "arch": self.backbone_config.arch,
-            "dataset": getattr(datamodule, "dataset_name", "unknown"),
+            "task": getattr(datamodule, "dataset_name", "unknown"),
+            "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),  # set by seed_everything
             "base_lr": self.optim_config.base_lr,
             "lr": float(self.lr if self.lr is not None else self.optim_config.base_lr),
             "weight_decay": self.optim_config.weight_decay,

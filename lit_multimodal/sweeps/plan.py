@@ -1,0 +1,138 @@
+"""Planning a sweep: the grid expanded into runs with stable ids, directories and frozen configs.
+
+A sweep has two stages, as the official VPT protocol: ``search`` trains every grid point on the search
+split (VTAB-1k ``train800``, evaluated on ``val200``); the point with the best last-epoch validation top-1
+is chosen per task, and ``final`` trains it once per seed on the final split (``train800val200``) and tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+OFFICIAL_LRS = [50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05]
+OFFICIAL_WDS = [0.01, 0.001, 0.0001, 0.0]
+FINAL_SEEDS = [42, 44, 82, 100, 800]
+LR_KEY = "model.init_args.optim.base_lr"
+WD_KEY = "model.init_args.optim.weight_decay"
+MANIFEST = "manifest.jsonl"
+SELECTION = "selection.json"
+RUN_CONFIG = "run_config.yaml"
+
+_SHORT_NAMES = {"base_lr": "lr", "weight_decay": "wd", "num_prompts": "p"}
+
+
+class SweepError(ValueError):
+    """A sweep that cannot run as written; raised before anything is launched."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One ``lit-mm fit`` process of a sweep.
+
+    Attributes:
+        id: short hash of everything that defines the run (base configs, task, grid point, seed, stage).
+        name: readable name, e.g. ``lr25_wd0.001_seed42``.
+        stage: ``search`` or ``final``.
+        task: the task (VTAB-1k task, FGVC dataset, ``bci``, ...).
+        tuning: the tuning method of the base config (for tables).
+        seed: the run's ``seed_everything``.
+        params: the grid point, dotted config key → value.
+        run_dir: the run directory relative to the sweep directory.
+        args: the full ``lit-mm fit`` argument list (config files and overrides) without the run directory.
+    """
+
+    id: str
+    name: str
+    stage: str
+    task: str
+    tuning: str
+    seed: int
+    params: dict[str, Any]
+    run_dir: str
+    args: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """One manifest line."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, line: str) -> RunSpec:
+        """Reads one manifest line."""
+        return cls(**json.loads(line))
+
+
+def format_value(value: Any) -> str:
+    """Short, file-name-safe rendering of a grid value (``25.0`` → ``25``, ``0.0001`` → ``0.0001``)."""
+    if isinstance(value, float):
+        text = f"{value:g}" if abs(value) >= 1e-4 or value == 0 else f"{value:.0e}"
+        return text
+    return str(value).replace("/", "-")
+
+
+def short_name(key: str) -> str:
+    """``model.init_args.optim.base_lr`` → ``lr``; other keys keep their last component."""
+    last = key.rsplit(".", 1)[-1]
+    return _SHORT_NAMES.get(last, last)
+
+
+def run_name(params: dict[str, Any], seed: int) -> str:
+    """``lr25_wd0.001_seed42``."""
+    parts = [f"{short_name(k)}{format_value(v)}" for k, v in params.items()]
+    return "_".join([*parts, f"seed{seed}"])
+
+
+def run_id(base_configs: list[str], task: str, stage: str, params: dict[str, Any], seed: int) -> str:
+    """A hash of the base configs' contents and the run's own settings: it changes when either changes."""
+    digest = hashlib.sha256()
+    for path in base_configs:
+        digest.update(Path(path).read_bytes())
+    digest.update(json.dumps([task, stage, params, seed], sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:12]
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The Cartesian product of the grid, in the order the values are listed."""
+    if not grid:
+        raise SweepError("the grid is empty: give at least one key with at least one value")
+    empty = [key for key, values in grid.items() if not values]
+    if empty:
+        raise SweepError(f"grid keys without values: {empty}")
+    keys = list(grid)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def override_args(values: dict[str, Any]) -> list[str]:
+    """``{"a.b": 1}`` → ``["--a.b=1"]`` (JSON for lists and dicts, so jsonargparse reads them back)."""
+    args = []
+    for key, value in values.items():
+        text = json.dumps(value) if isinstance(value, (list, dict)) or value is None else str(value)
+        args.append(f"--{key}={text}")
+    return args
+
+
+def read_manifest(sweep_dir: Path) -> list[RunSpec]:
+    """Every run planned so far (the last entry wins when an id repeats)."""
+    path = sweep_dir / MANIFEST
+    if not path.is_file():
+        return []
+    runs: dict[str, RunSpec] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            spec = RunSpec.from_json(line)
+            runs[spec.id] = spec
+    return list(runs.values())
+
+
+def append_manifest(sweep_dir: Path, runs: list[RunSpec]) -> None:
+    """Adds runs that the manifest does not hold yet."""
+    known = {spec.id for spec in read_manifest(sweep_dir)}
+    new = [spec for spec in runs if spec.id not in known]
+    if new:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        with (sweep_dir / MANIFEST).open("a") as handle:
+            handle.writelines(spec.to_json() + "\n" for spec in new)

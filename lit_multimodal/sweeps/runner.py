@@ -1,0 +1,389 @@
+"""``lit-mm sweep``: learning-rate × weight-decay search, per-task selection, seeded finals, one command.
+
+The sweep file (``experiments/*.yaml``) holds the keyword arguments of :func:`sweep`. Every grid point is a
+separate ``lit-mm fit`` process with its own frozen ``run_config.yaml`` and run directory under
+``<out_dir>/<stage>/<task>/<name>``; ``manifest.jsonl`` lists every planned run and ``selection.json`` the
+chosen point per task.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from jsonargparse import ArgumentError, Namespace
+
+from lit_multimodal.sweeps.launchers import LocalLauncher, SlurmLauncher, SlurmOptions, is_done, read_status
+from lit_multimodal.sweeps.plan import (
+    FINAL_SEEDS,
+    LR_KEY,
+    OFFICIAL_LRS,
+    OFFICIAL_WDS,
+    RUN_CONFIG,
+    SELECTION,
+    WD_KEY,
+    RunSpec,
+    SweepError,
+    append_manifest,
+    grid_points,
+    override_args,
+    run_id,
+    run_name,
+)
+from lit_multimodal.training.results import RESULT_FILE, write_json_atomic
+
+Stage = Literal["search", "final"]
+
+
+class ConfigRenderer:
+    """Validates and freezes ``lit-mm fit`` configs in-process with the real LightningCLI parser.
+
+    Building the parser takes about a second; parsing one run's arguments with it a fraction of that, so the
+    parser is built once per sweep.
+    """
+
+    def __init__(self) -> None:
+        self._cli = None
+
+    def _parser(self):
+        if self._cli is None:
+            from lit_multimodal.cli import LitMMCLI
+
+            class _ParserOnly(LitMMCLI):
+                """Builds the real parser and stops: nothing is parsed, instantiated or run."""
+
+                def parse_arguments(self, parser, args) -> None:
+                    self.config = Namespace(subcommand=None)
+
+                def _set_seed(self) -> None:
+                    pass
+
+                def before_instantiate_classes(self) -> None:
+                    pass
+
+                def instantiate_classes(self) -> None:
+                    pass
+
+            self._cli = _ParserOnly(args=[], parser_kwargs={"exit_on_error": False})
+        return self._cli
+
+    def parse(self, args: list[str]):
+        """Parses ``lit-mm fit`` arguments; a config that does not validate raises :class:`SweepError`."""
+        try:
+            return self._parser().parser.parse_args(["fit", *args])["fit"]
+        except ArgumentError as err:
+            raise SweepError(f"the run config does not validate ({' '.join(args)}):\n{err}") from None
+
+    def render(self, args: list[str]) -> str:
+        """The complete, resolved YAML config of ``lit-mm fit <args>``."""
+        config = self.parse(args)
+        config.pop("config", None)
+        return self._parser()._parser("fit").dump(config)
+
+
+@dataclass
+class Sweep:
+    """The planned sweep (see :func:`sweep` for the meaning of each field)."""
+
+    name: str
+    base_config: list[str]
+    tasks: list[str]
+    task_arg: str | None
+    grid: dict[str, list[Any]]
+    search_seed: int
+    final_seeds: list[int]
+    search_args: dict[str, Any]
+    final_args: dict[str, Any]
+    metric: str
+    extra_args: list[str]
+    out_dir: Path
+    renderer: ConfigRenderer = field(default_factory=ConfigRenderer)
+
+    def configs_for(self, task: str) -> list[str]:
+        """The base config files of a task (``{task}`` in a path is replaced by the task name)."""
+        paths = [path.replace("{task}", task) for path in self.base_config]
+        missing = [path for path in paths if not Path(path).is_file()]
+        if missing:
+            raise SweepError(f"task {task!r}: base config files do not exist: {missing}")
+        return paths
+
+    def task_overrides(self, task: str) -> dict[str, Any]:
+        """The override that selects the task (none when the base config is per task)."""
+        return {self.task_arg: task} if self.task_arg else {}
+
+    def args_for(self, task: str, stage_args: dict[str, Any], params: dict[str, Any], seed: int) -> list[str]:
+        """The ``lit-mm fit`` arguments of one run (without the run directory)."""
+        args = []
+        for path in self.configs_for(task):
+            args += ["--config", path]
+        overrides = {**self.task_overrides(task), **stage_args, **params, "seed_everything": seed}
+        return args + override_args(overrides) + [arg.replace("{task}", task) for arg in self.extra_args]
+
+    def validate(self) -> dict[str, str]:
+        """Parses every task's search and final configs before anything runs; returns the tuning per task."""
+        if not self.tasks:
+            raise SweepError("no tasks given")
+        points = grid_points(self.grid)
+        if not self.final_seeds:
+            raise SweepError("final_seeds is empty")
+        _check_known_tasks(self.tasks, self.task_arg)
+        tunings = {}
+        for task in self.tasks:
+            for stage_args in (self.search_args, self.final_args):
+                config = self.renderer.parse(self.args_for(task, stage_args, points[0], self.search_seed))
+            tunings[task] = str(config.model.init_args.get("tuning", "?")) if config.get("model") else "?"
+        return tunings
+
+    def _spec(self, stage: Stage, task: str, tuning: str, params: dict[str, Any], seed: int) -> RunSpec:
+        stage_args = self.search_args if stage == "search" else self.final_args
+        args = self.args_for(task, stage_args, params, seed)
+        name = run_name(params, seed)
+        return RunSpec(
+            id=run_id(self.configs_for(task), task, stage, params, seed),
+            name=name,
+            stage=stage,
+            task=task,
+            tuning=tuning,
+            seed=seed,
+            params=params,
+            run_dir=f"{stage}/{task}/{name}",
+            args=args,
+        )
+
+    def search_runs(self, tunings: dict[str, str]) -> list[RunSpec]:
+        """Every grid point of every task on the search split, with the search seed."""
+        return [
+            self._spec("search", task, tunings[task], point, self.search_seed)
+            for task in self.tasks
+            for point in grid_points(self.grid)
+        ]
+
+    def final_runs(self, tunings: dict[str, str], selection: dict[str, dict[str, Any]]) -> list[RunSpec]:
+        """The chosen point of every selected task, once per final seed."""
+        return [
+            self._spec("final", task, tunings[task], selection[task]["params"], seed)
+            for task in self.tasks
+            if task in selection
+            for seed in self.final_seeds
+        ]
+
+    def render(self, spec: RunSpec) -> Path:
+        """Writes the run's frozen config (once; an existing one is kept so that a resumed run is unchanged)."""
+        run_dir = (self.out_dir / spec.run_dir).resolve()
+        config_path = run_dir / RUN_CONFIG
+        if not config_path.is_file():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            text = self.renderer.render([*spec.args, f"--trainer.default_root_dir={run_dir}"])
+            tmp = config_path.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(config_path)
+        return run_dir
+
+    def select(self, runs: list[RunSpec]) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+        """The best search point per task: highest last-epoch ``metric``; ties go to the smaller grid values.
+
+        Grid values are compared in the grid's key order, so with the default grid a tie goes to the smaller
+        learning rate, then the smaller weight decay (the official rule).
+
+        Returns:
+            ``(selection, problems)``: per task the chosen params, metric, run id, run dir and config; and per
+            task the runs that failed or miss the metric.
+        """
+        selection: dict[str, dict[str, Any]] = {}
+        problems: dict[str, list[str]] = {}
+        for task in self.tasks:
+            scored = []
+            for spec in (r for r in runs if r.task == task and r.stage == "search"):
+                run_dir = self.out_dir / spec.run_dir
+                value = _metric(run_dir, self.metric)
+                if value is None:
+                    problems.setdefault(task, []).append(f"{spec.run_dir} ({read_status(run_dir)})")
+                    continue
+                key = tuple(spec.params[k] for k in self.grid)
+                scored.append((-value, key, spec))
+            if not scored:
+                continue
+            scored.sort(key=lambda item: (item[0], item[1]))
+            best_value, _, best = scored[0]
+            selection[task] = {
+                "params": best.params,
+                "base_lr": best.params.get(LR_KEY),
+                "weight_decay": best.params.get(WD_KEY),
+                self.metric: -best_value,
+                "run_id": best.id,
+                "run_dir": best.run_dir,
+                "config": f"{best.run_dir}/{RUN_CONFIG}",
+            }
+        return selection, problems
+
+
+def _metric(run_dir: Path, metric: str) -> float | None:
+    try:
+        result = json.loads((run_dir / RESULT_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if result.get("status") != "success":
+        return None
+    return result.get("metrics", {}).get(metric)
+
+
+def _check_known_tasks(tasks: list[str], task_arg: str | None) -> None:
+    """VTAB-1k task names are checked against the task table when the sweep sets ``data.task``."""
+    if not task_arg or not task_arg.endswith("task"):
+        return
+    from lit_multimodal.data.vtab import VTAB_TASKS
+
+    unknown = [t for t in tasks if t not in VTAB_TASKS]
+    if unknown:
+        raise SweepError(f"unknown tasks {unknown}; known VTAB-1k tasks: {sorted(VTAB_TASKS)}")
+
+
+class _Progress:
+    """Prints done / failed / running counts of the runs being waited on."""
+
+    def __init__(self, out_dir: Path, stage: str, runs: list[RunSpec]) -> None:
+        self.out_dir, self.stage, self.runs = out_dir, stage, runs
+
+    def __call__(self) -> None:
+        statuses = [read_status(self.out_dir / spec.run_dir) for spec in self.runs]
+        done = statuses.count("success")
+        failed = sum(s in ("failed", "interrupted") for s in statuses)
+        print(
+            f"[{self.stage}] {done} done, {failed} failed, {len(statuses) - done - failed} running or queued "
+            f"of {len(statuses)}",
+            flush=True,
+        )
+
+
+def _print_plan(sweep: Sweep, runs: list[RunSpec], tunings: dict[str, str]) -> None:
+    points = len(grid_points(sweep.grid))
+    print(f"sweep {sweep.name!r} → {sweep.out_dir}")
+    print(f"  tasks ({len(sweep.tasks)}): {', '.join(f'{t} [{tunings[t]}]' for t in sweep.tasks)}")
+    print(f"  grid: {points} points ({' × '.join(f'{k}: {v}' for k, v in sweep.grid.items())})")
+    pending = [r for r in runs if not is_done(sweep.out_dir / r.run_dir)]
+    print(f"  search: {len(runs)} runs ({len(runs) - len(pending)} already done), seed {sweep.search_seed}")
+    finals = len(sweep.tasks) * len(sweep.final_seeds)
+    print(f"  final: the chosen point per task × seeds {sweep.final_seeds} = {finals} runs")
+    for spec in runs[:3]:
+        print(f"  e.g. {sweep.out_dir / spec.run_dir}: lit-mm fit {' '.join(spec.args)}")
+    if len(runs) > 3:
+        print(f"  ... and {len(runs) - 3} more")
+
+
+def sweep(
+    name: str,
+    base_config: list[str],
+    tasks: list[str],
+    task_arg: str | None = "data.init_args.task",
+    grid: dict[str, list[Any]] | None = None,
+    search_seed: int = 42,
+    final_seeds: list[int] | None = None,
+    search_args: dict[str, Any] | None = None,
+    final_args: dict[str, Any] | None = None,
+    metric: str = "val/top1",
+    extra_args: list[str] | None = None,
+    out_dir: str | None = None,
+    stages: list[Stage] | None = None,
+    launcher: Literal["local", "slurm"] = "local",
+    max_parallel: int = 1,
+    devices: list[int] | None = None,
+    slurm: SlurmOptions | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Runs a VPT-protocol sweep: search on the validation split, choose per task, seeded final runs.
+
+    Re-running the same command skips every run whose ``result.json`` says success and redoes failed or
+    half-written ones (resuming from their last checkpoint), so a sweep can be killed and restarted at any
+    moment.
+
+    Args:
+        name: sweep name (also the default output folder ``runs/sweeps/<name>``).
+        base_config: ``lit-mm fit`` config files of every run, merged in order; ``{task}`` in a path is
+            replaced by the task name (e.g. ``configs/vpt_deep_{task}.yaml`` for FGVC).
+        tasks: the tasks: VTAB-1k task names, FGVC dataset names, ``bci``, ...
+        task_arg: the config key set to the task name (``data.init_args.task`` for VTAB-1k); null when the
+            base config is per task.
+        grid: dotted config key → values; default the official grid: base lr {50, 25, 10, 5, 2.5, 1, 0.5,
+            0.25, 0.1, 0.05} × weight decay {0.01, 0.001, 0.0001, 0} (base lr is scaled by batch/256 at run
+            time, as the official).
+        search_seed: seed of the search runs.
+        final_seeds: seeds of the final runs (default the official 42, 44, 82, 100, 800).
+        search_args: config overrides of the search stage (default ``data.init_args.stage: search``, i.e.
+            train800 / val200, and no test).
+        final_args: config overrides of the final stage (default ``data.init_args.stage: final``, i.e.
+            train800val200, tested on test).
+        metric: selection metric, the last-epoch value in each run's ``result.json``.
+        extra_args: extra ``lit-mm fit`` arguments for every run, e.g. ``["--trainer.max_epochs=1"]``;
+            ``{task}`` is replaced by the task name (``--data.root=/data/{task}``).
+        out_dir: sweep folder (default ``runs/sweeps/<name>``).
+        stages: which stages to run (default both, search then final).
+        launcher: ``local`` runs on this machine; ``slurm`` submits job arrays through submitit.
+        max_parallel: local launcher: runs at once, each pinned to one device.
+        devices: local launcher: the GPU indices to pin runs to (default ``0..max_parallel-1``).
+        slurm: SLURM resources (partition, time, CPUs/GPUs per task, array parallelism, extra sbatch options).
+        dry_run: print the plan and validate every config; run nothing.
+
+    Returns:
+        Counts per stage and the selection.
+    """
+    sweep_plan = Sweep(
+        name=name,
+        base_config=list(base_config),
+        tasks=list(tasks),
+        task_arg=task_arg,
+        grid=dict(grid) if grid is not None else {LR_KEY: OFFICIAL_LRS, WD_KEY: OFFICIAL_WDS},
+        search_seed=search_seed,
+        final_seeds=list(final_seeds) if final_seeds is not None else list(FINAL_SEEDS),
+        search_args=dict(search_args)
+        if search_args is not None
+        else {"data.init_args.stage": "search", "test_after_fit": False},
+        final_args=dict(final_args) if final_args is not None else {"data.init_args.stage": "final"},
+        metric=metric,
+        extra_args=list(extra_args or []),
+        out_dir=Path(out_dir or f"runs/sweeps/{name}"),
+    )
+    stages = list(stages or ["search", "final"])
+    tunings = sweep_plan.validate()
+    search = sweep_plan.search_runs(tunings)
+    if dry_run:
+        _print_plan(sweep_plan, search, tunings)
+        return {"dry_run": True, "search_runs": len(search)}
+    chosen_launcher = (
+        SlurmLauncher(slurm or SlurmOptions())
+        if launcher == "slurm"
+        else LocalLauncher(max_parallel=max_parallel, devices=devices)
+    )
+    summary: dict[str, Any] = {"out_dir": str(sweep_plan.out_dir)}
+    if "search" in stages:
+        summary["search"] = _run_stage(sweep_plan, chosen_launcher, "search", search)
+    selection, problems = sweep_plan.select(search)
+    write_json_atomic(sweep_plan.out_dir / SELECTION, selection)
+    summary["selection"] = selection
+    if problems:
+        summary["search_problems"] = problems
+        for task, runs in problems.items():
+            print(f"[search] {task}: {len(runs)} runs without {metric}: {runs[:3]}{' ...' * (len(runs) > 3)}")
+    if "final" in stages:
+        unselected = [task for task in sweep_plan.tasks if task not in selection]
+        if unselected:
+            print(f"[final] no finished search run to choose from for {unselected}; their finals are skipped")
+        summary["final"] = _run_stage(sweep_plan, chosen_launcher, "final", sweep_plan.final_runs(tunings, selection))
+    from lit_multimodal.sweeps.report import report
+
+    summary["report"] = report(str(sweep_plan.out_dir))
+    return summary
+
+
+def _run_stage(sweep_plan: Sweep, launcher, stage: str, runs: list[RunSpec]) -> dict[str, int]:
+    append_manifest(sweep_plan.out_dir, runs)
+    pending = [spec for spec in runs if not is_done(sweep_plan.out_dir / spec.run_dir)]
+    print(f"[{stage}] {len(runs) - len(pending)} of {len(runs)} runs already done; {len(pending)} to run", flush=True)
+    for spec in pending:
+        sweep_plan.render(spec)
+    progress = _Progress(sweep_plan.out_dir, stage, runs)
+    if pending:
+        launcher.launch(sweep_plan.out_dir.resolve(), pending, progress)
+    statuses = [read_status(sweep_plan.out_dir / spec.run_dir) for spec in runs]
+    return {"total": len(runs), "done": statuses.count("success"), "failed": len(runs) - statuses.count("success")}

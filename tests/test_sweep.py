@@ -1,0 +1,195 @@
+"""Sweeps: the plan, selection, refusing bad input, and real local and SLURM sweeps that resume after a kill."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lit_multimodal.sweeps.launchers import SlurmOptions, read_status
+from lit_multimodal.sweeps.plan import (
+    LR_KEY,
+    MANIFEST,
+    WD_KEY,
+    SweepError,
+    format_value,
+    grid_points,
+    read_manifest,
+    run_name,
+)
+from lit_multimodal.sweeps.runner import sweep
+from lit_multimodal.training.results import write_json_atomic
+from tests.conftest import vtab_config
+from tests.test_vtab import write_vtab_task
+
+TINY_GRID = {LR_KEY: [1.0, 0.5], WD_KEY: [0.0]}
+
+
+@pytest.fixture
+def vtab_fixture(tmp_path) -> tuple[Path, Path]:
+    root = tmp_path / "vtab-1k"
+    write_vtab_task(root, "dtd", per_class=2)
+    broken = write_vtab_task(root, "kitti", per_class=2)
+    (broken / "val200.txt").write_text("images/val200/000000.jpg 9\n")  # kitti has 4 classes: every search fails
+    return root, vtab_config(tmp_path, root)
+
+
+# -- the plan ---------------------------------------------------------------------------------------------
+
+
+def test_run_names_and_grid():
+    assert format_value(25.0) == "25" and format_value(0.0001) == "0.0001" and format_value(1e-5) == "1e-05"
+    assert run_name({LR_KEY: 25.0, WD_KEY: 0.001}, 42) == "lr25_wd0.001_seed42"
+    assert grid_points({"a": [1, 2], "b": [3]}) == [{"a": 1, "b": 3}, {"a": 2, "b": 3}]
+    with pytest.raises(SweepError, match="empty"):
+        grid_points({})
+    with pytest.raises(SweepError, match=r"\['b'\]"):
+        grid_points({"a": [1], "b": []})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"grid": {}}, "grid is empty"),
+        ({"tasks": ["dtd", "imagenet"]}, r"unknown tasks \['imagenet'\]"),
+        ({"extra_args": ["--model.init_args.tuning=prefix"]}, "does not validate"),
+        ({"base_config": ["missing.yaml"]}, "do not exist"),
+    ],
+)
+def test_bad_sweeps_are_refused_before_anything_runs(tmp_path, vtab_fixture, change, message):
+    _, base = vtab_fixture
+    kwargs = {"name": "bad", "base_config": [str(base)], "tasks": ["dtd"], "grid": TINY_GRID}
+    kwargs.update(change)
+    out = tmp_path / "sweep"
+    with pytest.raises(SweepError, match=message):
+        sweep(**kwargs, out_dir=str(out))
+    assert not out.exists()
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, vtab_fixture, capsys):
+    _, base = vtab_fixture
+    out = tmp_path / "sweep"
+    summary = sweep("dry", [str(base)], ["dtd", "kitti"], grid=TINY_GRID, out_dir=str(out), dry_run=True)
+    printed = capsys.readouterr().out
+    assert summary["search_runs"] == 4
+    assert "search: 4 runs" in printed and "= 10 runs" in printed  # 2 tasks x 5 official seeds
+    assert "lr1_wd0_seed42" in printed
+    assert not out.exists()
+
+
+def _fake_result(run_dir: Path, status: str, val: float | None) -> None:
+    metrics = {} if val is None else {"val/top1": val}
+    write_json_atomic(run_dir / "result.json", {"status": status, "metrics": metrics})
+
+
+def test_selection_takes_last_epoch_val_and_breaks_ties_towards_the_smaller_lr(tmp_path, vtab_fixture):
+    from lit_multimodal.sweeps.runner import Sweep
+
+    _, base = vtab_fixture
+    grid = {LR_KEY: [5.0, 1.0, 0.5], WD_KEY: [0.01, 0.0]}
+    plan = Sweep(
+        name="s",
+        base_config=[str(base)],
+        tasks=["dtd"],
+        task_arg="data.init_args.task",
+        grid=grid,
+        search_seed=42,
+        final_seeds=[1],
+        search_args={},
+        final_args={},
+        metric="val/top1",
+        extra_args=[],
+        out_dir=tmp_path,
+    )
+    runs = plan.search_runs({"dtd": "vpt_deep"})
+    scores = {(5.0, 0.01): 0.7, (5.0, 0.0): 0.9, (1.0, 0.01): 0.9, (1.0, 0.0): 0.8, (0.5, 0.01): None}
+    for spec in runs:
+        key = (spec.params[LR_KEY], spec.params[WD_KEY])
+        if key in scores:
+            value = scores[key]
+            _fake_result(tmp_path / spec.run_dir, "success" if value is not None else "failed", value)
+    selection, problems = plan.select(runs)
+    assert selection["dtd"]["params"] == {LR_KEY: 1.0, WD_KEY: 0.01}  # 0.9 twice: the smaller lr wins
+    assert selection["dtd"]["val/top1"] == 0.9
+    assert len(problems["dtd"]) == 2 and any("(failed)" in p for p in problems["dtd"])  # (0.5, 0.01) and (0.5, 0)
+    assert any("(missing)" in p for p in problems["dtd"])
+
+
+# -- real sweeps ------------------------------------------------------------------------------------------
+
+
+def _statuses(out: Path) -> dict[str, str]:
+    return {spec.run_dir: read_status(out / spec.run_dir) for spec in read_manifest(out)}
+
+
+def test_local_sweep_searches_selects_runs_finals_and_resumes(tmp_path, vtab_fixture):
+    _, base = vtab_fixture
+    out = tmp_path / "sweep"
+    kwargs = {
+        "name": "tiny",
+        "base_config": [str(base)],
+        "tasks": ["dtd", "kitti"],
+        "grid": TINY_GRID,
+        "final_seeds": [1, 2],
+        "out_dir": str(out),
+    }
+    summary = sweep(**kwargs)
+
+    statuses = _statuses(out)
+    assert len(statuses) == 6  # 2 tasks x 2 lrs, then finals for dtd only
+    assert [s for d, s in statuses.items() if d.startswith("search/dtd")] == ["success"] * 2
+    kitti = [d for d in statuses if d.startswith("search/kitti")]
+    assert [statuses[d] for d in kitti] == ["failed"] * 2  # crashed runs are recorded and the others went on
+    failed = json.loads((out / kitti[0] / "result.json").read_text())
+    assert failed["log"].endswith("log.txt") and "outside" in (out / kitti[0] / "log.txt").read_text()
+    assert [s for d, s in statuses.items() if d.startswith("final/dtd")] == ["success"] * 2
+    assert summary["final"] == {"total": 2, "done": 2, "failed": 0}
+
+    selection = json.loads((out / "selection.json").read_text())
+    assert set(selection) == {"dtd"}
+    chosen = selection["dtd"]["params"]
+    first_final = out / f"final/dtd/{run_name(chosen, 1)}"
+    frozen = yaml.safe_load((first_final / "run_config.yaml").read_text())
+    assert frozen["data"]["init_args"]["task"] == "dtd" and frozen["data"]["init_args"]["stage"] == "final"
+    assert frozen["model"]["init_args"]["optim"]["base_lr"] == chosen[LR_KEY] and frozen["seed_everything"] == 1
+    result = json.loads((first_final / "result.json").read_text())
+    assert "test/top1" in result["metrics"] and result["seed"] == 1
+    assert (out / "results.csv").is_file() and (out / "summary.md").is_file()
+    assert "kitti" in (out / "summary.md").read_text()  # the report names the failed runs
+
+    # Kill one final run half-way (no result) and let another be recorded as interrupted; then start again.
+    done_search = [out / d for d, s in statuses.items() if d.startswith("search/dtd")]
+    stamps = {d: (d / "result.json").stat().st_mtime_ns for d in done_search}
+    (first_final / "result.json").unlink()
+    second_final = out / f"final/dtd/{run_name(chosen, 2)}"
+    _fake_result(second_final, "interrupted", None)
+    manifest_lines = (out / MANIFEST).read_text().count("\n")
+
+    again = sweep(**kwargs)
+    assert again["final"] == {"total": 2, "done": 2, "failed": 0}
+    assert {d: (d / "result.json").stat().st_mtime_ns for d in done_search} == stamps  # nothing recomputed
+    assert (out / MANIFEST).read_text().count("\n") == manifest_lines  # the same plan, not a new one
+    assert read_status(first_final) == "success" and read_status(second_final) == "success"
+
+
+@pytest.mark.slurm
+def test_slurm_sweep_runs_as_job_arrays(tmp_path, vtab_fixture, slurm_cluster):
+    _, base = vtab_fixture
+    out = tmp_path / "sweep"
+    summary = sweep(
+        name="tiny_slurm",
+        base_config=[str(base)],
+        tasks=["dtd"],
+        grid=TINY_GRID,
+        final_seeds=[1, 2],
+        out_dir=str(out),
+        launcher="slurm",
+        slurm=SlurmOptions(partition="debug", time_min=10, cpus_per_task=1, gpus_per_task=0, poll_s=1.0),
+    )
+    assert summary["search"] == {"total": 2, "done": 2, "failed": 0}
+    assert summary["final"] == {"total": 2, "done": 2, "failed": 0}
+    job_ids = {json.loads((out / d / "slurm_job.json").read_text())["job_id"] for d in _statuses(out)}
+    assert len(job_ids) == 4 and all("_" in job_id for job_id in job_ids)  # array tasks <array>_<index>
+    assert "DTD" in (out / "summary.md").read_text()
