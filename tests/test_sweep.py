@@ -176,20 +176,23 @@ def test_local_sweep_searches_selects_runs_finals_and_resumes(tmp_path, vtab_fix
 
 @pytest.mark.slurm
 def test_slurm_sweep_runs_as_job_arrays(tmp_path, vtab_fixture, slurm_cluster):
-    _, base = vtab_fixture
+    root, base = vtab_fixture
+    write_vtab_task(root, "eurosat", per_class=2)
     out = tmp_path / "sweep"
     summary = sweep(
         name="tiny_slurm",
         base_config=[str(base)],
-        tasks=["dtd"],
+        tasks=["dtd", "eurosat"],
         grid=TINY_GRID,
         final_seeds=[1, 2],
         out_dir=str(out),
         launcher="slurm",
         slurm=SlurmOptions(partition="debug", time_min=10, cpus_per_task=1, gpus_per_task=0, poll_s=1.0),
     )
-    assert summary["search"] == {"total": 2, "done": 2, "failed": 0}
-    assert summary["final"] == {"total": 2, "done": 2, "failed": 0}
+    assert summary["search"] == {"total": 4, "done": 4, "failed": 0}  # 2 tasks x 2 lrs
+    assert summary["final"] == {"total": 4, "done": 4, "failed": 0}  # 2 tasks x 2 seeds
     job_ids = {json.loads((out / d / "slurm_job.json").read_text())["job_id"] for d in _statuses(out)}
-    assert len(job_ids) == 4 and all("_" in job_id for job_id in job_ids)  # array tasks <array>_<index>
-    assert "DTD" in (out / "summary.md").read_text()
+    assert len(job_ids) == 8 and all("_" in job_id for job_id in job_ids)  # array tasks <array>_<index>
+    assert len({job_id.split("_")[0] for job_id in job_ids}) == 2  # one array per stage
+    summary_md = (out / "summary.md").read_text()
+    assert "DTD" in summary_md and "EuroSAT" in summary_md

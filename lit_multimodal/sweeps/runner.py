@@ -9,6 +9,7 @@ chosen point per task.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -66,7 +67,9 @@ class ConfigRenderer:
                 def instantiate_classes(self) -> None:
                     pass
 
-            self._cli = _ParserOnly(args=[], parser_kwargs={"exit_on_error": False})
+            with warnings.catch_warnings():  # "args given while sys.argv holds the sweep's own arguments"
+                warnings.simplefilter("ignore", UserWarning)
+                self._cli = _ParserOnly(args=[], parser_kwargs={"exit_on_error": False})
         return self._cli
 
     def parse(self, args: list[str]):
