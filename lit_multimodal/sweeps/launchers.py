@@ -21,18 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lit_multimodal.sweeps.plan import RUN_CONFIG, RunSpec
-from lit_multimodal.training.results import RESULT_FILE, write_json_atomic
+from lit_multimodal.training.results import RESULT_FILE, read_status, write_json_atomic
 
 LOG_FILE = "log.txt"
 SLURM_JOB_FILE = "slurm_job.json"
-
-
-def read_status(run_dir: Path) -> str:
-    """``success``, ``failed``, ``interrupted`` from ``result.json``, or ``missing``."""
-    try:
-        return json.loads((run_dir / RESULT_FILE).read_text()).get("status", "missing")
-    except (FileNotFoundError, json.JSONDecodeError):
-        return "missing"
 
 
 def is_done(run_dir: Path) -> bool:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 OFFICIAL_LRS = [50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05]
 OFFICIAL_WDS = [0.01, 0.001, 0.0001, 0.0]
@@ -115,17 +118,34 @@ def override_args(values: dict[str, Any]) -> list[str]:
     return args
 
 
-def read_manifest(sweep_dir: Path) -> list[RunSpec]:
-    """Every run planned so far (the last entry wins when an id repeats)."""
-    path = sweep_dir / MANIFEST
+def manifest_entries(path: Path) -> list[dict[str, Any]]:
+    """The planned runs of one manifest in order; a re-planned run (same id or run_dir) keeps its last entry.
+
+    Lines that are not JSON objects (e.g. one being appended right now) are skipped with a warning.
+    """
     if not path.is_file():
         return []
-    runs: dict[str, RunSpec] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            spec = RunSpec.from_json(line)
-            runs[spec.id] = spec
-    return list(runs.values())
+    entries: dict[str, dict[str, Any]] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s:%d: not JSON, skipped", path, number)
+            continue
+        if not isinstance(entry, dict) or not entry.get("run_dir"):
+            log.warning("%s:%d: no run_dir, skipped", path, number)
+            continue
+        key = str(entry.get("id") or entry["run_dir"])
+        entries.pop(key, None)
+        entries[key] = entry
+    return list(entries.values())
+
+
+def read_manifest(sweep_dir: Path) -> list[RunSpec]:
+    """Every run planned so far in ``<sweep_dir>/manifest.jsonl``."""
+    return [RunSpec(**entry) for entry in manifest_entries(sweep_dir / MANIFEST)]
 
 
 def append_manifest(sweep_dir: Path, runs: list[RunSpec]) -> None:

@@ -31,18 +31,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from lit_multimodal.sweeps.launchers import LOG_FILE
+from lit_multimodal.sweeps.plan import MANIFEST as MANIFEST_FILE
+from lit_multimodal.sweeps.plan import SELECTION as SELECTION_FILE
+from lit_multimodal.sweeps.plan import manifest_entries
+from lit_multimodal.training.results import read_result, result_status
+
 log = logging.getLogger(__name__)
 
-MANIFEST_FILE = "manifest.jsonl"
-SELECTION_FILE = "selection.json"
-RESULT_FILE = "result.json"
-LOG_FILE = "log.txt"
 CSV_FILE = "results.csv"
 SUMMARY_FILE = "summary.md"
 PLOT_FILE = "tuned_vs_accuracy.png"
 CHOSEN_DIR = "chosen"
-
-STATUSES = ("success", "failed", "interrupted", "missing")
 METHOD_ORDER = ("full", "linear", "partial", "bias", "vpt_shallow", "vpt_deep")
 METHOD_NAMES = {
     "full": "Full",
@@ -159,50 +159,6 @@ def find_sweeps(sweep_dir: str | os.PathLike[str]) -> list[Path]:
     return sorted(found)
 
 
-def read_manifest(path: Path) -> list[dict[str, Any]]:
-    """The planned runs of one manifest in order; a re-planned run (same id or run_dir) keeps its last entry.
-
-    Lines that are not JSON objects (e.g. one being appended right now) are skipped with a warning.
-    """
-    entries: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            log.warning("%s:%d: not JSON, skipped", path, number)
-            continue
-        if not isinstance(entry, dict) or not entry.get("run_dir"):
-            log.warning("%s:%d: no run_dir, skipped", path, number)
-            continue
-        key = str(entry.get("id") or entry["run_dir"])
-        entries.pop(key, None)
-        entries[key] = entry
-    return list(entries.values())
-
-
-def read_result(run_dir: Path) -> dict[str, Any] | None:
-    """The run's ``result.json``; None when absent, a ``failed`` stand-in when it cannot be read."""
-    path = run_dir / RESULT_FILE
-    if not path.is_file():
-        return None
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        return {"status": "failed", "error": f"unreadable {RESULT_FILE}: {err}"}
-    if not isinstance(result, dict):
-        return {"status": "failed", "error": f"unreadable {RESULT_FILE}: not a JSON object"}
-    return result
-
-
-def _status(result: dict[str, Any] | None) -> str:
-    if result is None:
-        return "missing"
-    status = str(result.get("status", "failed"))
-    return status if status in STATUSES else "failed"
-
-
 def sweep_progress(sweep_dir: str | os.PathLike[str]) -> dict[str, int]:
     """Counts of the planned runs by outcome, for progress lines while a sweep runs.
 
@@ -216,8 +172,8 @@ def sweep_progress(sweep_dir: str | os.PathLike[str]) -> dict[str, int]:
     """
     counts = Counter()
     for sweep in find_sweeps(sweep_dir):
-        for entry in read_manifest(sweep / MANIFEST_FILE):
-            counts[_status(read_result(sweep / entry["run_dir"]))] += 1
+        for entry in manifest_entries(sweep / MANIFEST_FILE):
+            counts[result_status(read_result(sweep / entry["run_dir"]))] += 1
     return _counts(counts)
 
 
@@ -266,7 +222,7 @@ def collect_runs(sweep_dir: str | os.PathLike[str]) -> list[RunRow]:
     rows = []
     for sweep in find_sweeps(root):
         name = _sweep_name(sweep, root)
-        for entry in read_manifest(sweep / MANIFEST_FILE):
+        for entry in manifest_entries(sweep / MANIFEST_FILE):
             rows.append(_run_row(name, sweep, root, entry))
     return rows
 
@@ -274,7 +230,7 @@ def collect_runs(sweep_dir: str | os.PathLike[str]) -> list[RunRow]:
 def _run_row(sweep_name: str, sweep: Path, root: Path, entry: dict[str, Any]) -> RunRow:
     run_dir = sweep / entry["run_dir"]
     result = read_result(run_dir)
-    status = _status(result)
+    status = result_status(result)
     result = result or {}
     params = entry.get("params") or {}
     hparams = result.get("hparams") or {}

@@ -8,7 +8,6 @@ chosen point per task.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Literal
 
 from jsonargparse import ArgumentError, Namespace
 
-from lit_multimodal.sweeps.launchers import LocalLauncher, SlurmLauncher, SlurmOptions, is_done, read_status
+from lit_multimodal.sweeps.launchers import LocalLauncher, SlurmLauncher, SlurmOptions, is_done
 from lit_multimodal.sweeps.plan import (
     FINAL_SEEDS,
     LR_KEY,
@@ -33,7 +32,7 @@ from lit_multimodal.sweeps.plan import (
     run_id,
     run_name,
 )
-from lit_multimodal.training.results import RESULT_FILE, write_json_atomic
+from lit_multimodal.training.results import read_result, read_status, result_status, write_json_atomic
 
 Stage = Literal["search", "final"]
 
@@ -223,11 +222,8 @@ class Sweep:
 
 
 def _metric(run_dir: Path, metric: str) -> float | None:
-    try:
-        result = json.loads((run_dir / RESULT_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    if result.get("status") != "success":
+    result = read_result(run_dir)
+    if result_status(result) != "success":
         return None
     return result.get("metrics", {}).get(metric)
 

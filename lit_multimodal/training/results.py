@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 RESULT_FILE = "result.json"
+RUN_STATUSES = ("success", "failed", "interrupted", "missing")
 _VERSIONED = ("lit-multimodal", "torch", "lightning", "timm", "torchmetrics", "jsonargparse")
 
 
@@ -55,3 +56,30 @@ class WallClock:
     def seconds(self) -> float:
         """Elapsed seconds."""
         return round(time.time() - self.start, 3)
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """A run's ``result.json``; None when absent, a ``failed`` stand-in when it cannot be read."""
+    path = Path(run_dir) / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        return {"status": "failed", "error": f"unreadable {RESULT_FILE}: {err}"}
+    if not isinstance(result, dict):
+        return {"status": "failed", "error": f"unreadable {RESULT_FILE}: not a JSON object"}
+    return result
+
+
+def result_status(result: dict[str, Any] | None) -> str:
+    """One of :data:`RUN_STATUSES` (``missing`` when there is no result; an unknown status counts as failed)."""
+    if result is None:
+        return "missing"
+    status = str(result.get("status", "failed"))
+    return status if status in RUN_STATUSES else "failed"
+
+
+def read_status(run_dir: Path) -> str:
+    """The status of the run in ``run_dir``: ``success``, ``failed``, ``interrupted`` or ``missing``."""
+    return result_status(read_result(run_dir))
