@@ -1,0 +1,1 @@
+"""Multimodal models: ImageBind encoders and PandaGPT."""

@@ -1,0 +1,249 @@
+r"""PandaGPT conversations → token ids and targets, exactly as the official ``build_one_instance``.
+
+Layout of one training sequence (the official ``prompt_wrap`` over ``process_batch_instance``)::
+
+    <s> ### Human: <Img> [IMG] </Img> {q1}\n### Assistant: {a1}\n### Human: {q2}\n### Assistant: {a2}\n###
+    |-- 1 + 6 + 1 prefix, -100 --|-------------- text part: human turns -100, replies trained --------------|
+
+- Every turn is tokenized on its own (``add_special_tokens=False``), so each segment gets SentencePiece's
+  leading "▁".
+- The first human turn is ``"</Img> " + value + "\n### Assistant:"``; later human turns are ``"Human: " + value
+  + "\n### Assistant:"`` (no "### ": the previous reply ended with it); replies are ``value + "\n###"`` and are
+  trained including that trailing ``"\n###"``. No EOS is inserted anywhere.
+- The text parts are right-padded with the PAD id (targets with -100), then cut to ``max_tgt_len``: the cut
+  applies to the text part only, so sequences are at most ``1 + len(prefix) + 1 + max_tgt_len`` long.
+- The attention mask is 1 on the prefix and ``text_ids != pad_id`` on the text, as the official.
+
+:class:`ConversationTokenizer` returns full-length ``input_ids`` with a placeholder at the image slot; the model
+replaces the embedding at :attr:`ConversationTokenizer.image_position` by the projected modality embedding,
+which is the same sequence as the official concatenation ``[bos, prefix, image, text]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch.nn.utils import rnn
+
+__all__ = [
+    "IGNORE_INDEX",
+    "PROMPT_START",
+    "ROLES",
+    "ConversationError",
+    "ConversationTokenizer",
+    "build_one_instance",
+    "check_conversation",
+    "inference_prompt",
+    "inference_text",
+    "resolve_special_ids",
+    "segments",
+]
+
+IGNORE_INDEX = -100
+PROMPT_START = "### Human: <Img>"
+ROLES = ("human", "gpt")
+
+
+class ConversationError(ValueError):
+    """A conversation that PandaGPT cannot train on; the message says which turn and why."""
+
+
+def check_conversation(turns: Any) -> None:
+    """Raises :class:`ConversationError` unless ``turns`` is a trainable PandaGPT conversation.
+
+    A trainable conversation is a non-empty list of ``{"from": "human" | "gpt", "value": str}`` whose first
+    turn is ``human`` (the official asserts this) and that has at least one non-empty ``gpt`` reply.
+
+    Args:
+        turns: the conversation as read from the json.
+    """
+    if not isinstance(turns, Sequence) or isinstance(turns, str) or not turns:
+        raise ConversationError("conversation is empty or not a list of turns")
+    replies = 0
+    for index, turn in enumerate(turns):
+        if not isinstance(turn, Mapping) or "from" not in turn or "value" not in turn:
+            raise ConversationError(f"turn {index} is not a {{'from': ..., 'value': ...}} mapping")
+        role, value = turn["from"], turn["value"]
+        if role not in ROLES:
+            raise ConversationError(f"turn {index} has unknown role {role!r} (expected one of {ROLES})")
+        if index == 0 and role != "human":
+            raise ConversationError(f"first turn is {role!r}, not 'human'")
+        if not isinstance(value, str):
+            raise ConversationError(f"turn {index} value is {type(value).__name__}, not a string")
+        if role == "gpt":
+            if not value.strip():
+                raise ConversationError(f"turn {index} is an empty 'gpt' reply")
+            replies += 1
+    if replies == 0:
+        raise ConversationError("conversation has no 'gpt' reply to train on")
+
+
+def segments(turns: Sequence[Mapping[str, str]]) -> list[tuple[str, bool]]:
+    """The official per-turn texts and whether each is trained.
+
+    Args:
+        turns: a conversation (checked with :func:`check_conversation`).
+
+    Returns:
+        ``(text, trained)`` per turn.
+    """
+    check_conversation(turns)
+    out = []
+    for index, turn in enumerate(turns):
+        if index == 0:
+            out.append(("</Img> " + turn["value"] + "\n### Assistant:", False))
+        elif turn["from"] == "human":
+            out.append(("Human: " + turn["value"] + "\n### Assistant:", False))
+        else:
+            out.append((turn["value"] + "\n###", True))
+    return out
+
+
+def build_one_instance(tokenizer: Any, turns: Sequence[Mapping[str, str]]) -> tuple[list[int], list[int]]:
+    """Text-part ids and targets of one conversation (the official ``build_one_instance``).
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        turns: the conversation.
+
+    Returns:
+        ``(input_ids, target_ids)`` of equal length; human segments have target -100.
+    """
+    input_ids: list[int] = []
+    target_ids: list[int] = []
+    for text, trained in segments(turns):
+        ids = list(tokenizer(text, add_special_tokens=False).input_ids)
+        input_ids += ids
+        target_ids += ids if trained else [IGNORE_INDEX] * len(ids)
+    return input_ids, target_ids
+
+
+def resolve_special_ids(tokenizer: Any, bos_token_id: int | None, pad_token_id: int | None) -> tuple[int, int]:
+    """BOS and PAD ids: the given ones, else the tokenizer's BOS and EOS (the official sets ``pad = eos``).
+
+    Old LLaMA/Vicuna-v0 conversions resolve both to 0 (``<unk>``); pin them explicitly to reproduce a given
+    checkpoint's loss.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        bos_token_id: explicit BOS id, or None for the tokenizer's.
+        pad_token_id: explicit PAD id, or None for the tokenizer's EOS id.
+    """
+    bos = tokenizer.bos_token_id if bos_token_id is None else bos_token_id
+    pad = tokenizer.eos_token_id if pad_token_id is None else pad_token_id
+    if bos is None or pad is None:
+        raise ValueError(
+            f"the tokenizer defines no BOS/EOS id (bos {tokenizer.bos_token_id}, eos {tokenizer.eos_token_id}); "
+            "set bos_token_id and pad_token_id explicitly"
+        )
+    return int(bos), int(pad)
+
+
+class ConversationTokenizer:
+    """Turns a batch of conversations into PandaGPT's padded ids, targets and attention mask.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer (the LLM's).
+        max_tgt_len: cut of the text part (after the 8 prefix positions); 1024 for the official 7B, 400 for 13B.
+        bos_token_id: BOS id; None takes the tokenizer's.
+        pad_token_id: PAD id; None takes the tokenizer's EOS id (the official ``pad_token = eos_token``).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        max_tgt_len: int = 1024,
+        bos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+    ) -> None:
+        if max_tgt_len < 1:
+            raise ValueError(f"max_tgt_len must be positive, got {max_tgt_len}")
+        self.tokenizer = tokenizer
+        self.max_tgt_len = max_tgt_len
+        self.bos_token_id, self.pad_token_id = resolve_special_ids(tokenizer, bos_token_id, pad_token_id)
+        self.prompt_start_ids = list(tokenizer(PROMPT_START, add_special_tokens=False).input_ids)
+
+    @property
+    def image_position(self) -> int:
+        """Index of the image soft token in the full sequence: after ``<s>`` and ``### Human: <Img>``."""
+        return 1 + len(self.prompt_start_ids)
+
+    @property
+    def prefix_length(self) -> int:
+        """Positions before the text part: BOS, the prompt start and the image slot."""
+        return self.image_position + 1
+
+    def prefix_ids(self) -> list[int]:
+        """``[bos] + ids("### Human: <Img>") + [placeholder]``; the placeholder (PAD id) is never embedded."""
+        return [self.bos_token_id, *self.prompt_start_ids, self.pad_token_id]
+
+    def text_part(self, conversations: Sequence[Sequence[Mapping[str, str]]]) -> tuple[torch.Tensor, ...]:
+        """The official ``process_batch_instance``: pad, cut to ``max_tgt_len``, mask ``ids != pad``.
+
+        Returns:
+            ``(input_ids, target_ids, attention_mask)``, each ``(B, min(longest, max_tgt_len))`` long.
+        """
+        pairs = [build_one_instance(self.tokenizer, turns) for turns in conversations]
+        input_ids = rnn.pad_sequence(
+            [torch.tensor(ids, dtype=torch.long) for ids, _ in pairs], batch_first=True, padding_value=self.pad_token_id
+        )
+        target_ids = rnn.pad_sequence(
+            [torch.tensor(t, dtype=torch.long) for _, t in pairs], batch_first=True, padding_value=IGNORE_INDEX
+        )
+        input_ids = input_ids[:, : self.max_tgt_len]
+        target_ids = target_ids[:, : self.max_tgt_len]
+        return input_ids, target_ids, input_ids.ne(self.pad_token_id).long()
+
+    def __call__(self, conversations: Sequence[Sequence[Mapping[str, str]]]) -> dict[str, torch.Tensor | int]:
+        """Full sequences with the prefix.
+
+        Returns:
+            ``input_ids``, ``target_ids``, ``attention_mask`` (``(B, prefix_length + text length)``) and
+            ``image_position``.
+        """
+        text_ids, text_targets, text_mask = self.text_part(conversations)
+        batch = text_ids.shape[0]
+        prefix = torch.tensor(self.prefix_ids(), dtype=torch.long).expand(batch, -1)
+        return {
+            "input_ids": torch.cat([prefix, text_ids], dim=1),
+            "target_ids": torch.cat([torch.full_like(prefix, IGNORE_INDEX), text_targets], dim=1),
+            "attention_mask": torch.cat([torch.ones_like(prefix), text_mask], dim=1),
+            "image_position": self.image_position,
+        }
+
+    def inference_ids(self, history: Sequence[tuple[str, str]], message: str) -> dict[str, torch.Tensor | int]:
+        """Prompt ids for generation (the official ``prepare_generation_embedding``), batch of one.
+
+        The text part is tokenized as one string here, unlike training.
+
+        Args:
+            history: earlier ``(question, answer)`` pairs.
+            message: the new user message.
+        """
+        text = list(self.tokenizer(inference_text(history, message), add_special_tokens=False).input_ids)
+        ids = torch.tensor([self.prefix_ids() + text], dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "image_position": self.image_position}
+
+
+def inference_prompt(history: Sequence[tuple[str, str]], message: str) -> str:
+    r"""The official web demo's ``prompt_text`` for a new ``message`` after ``history``.
+
+    The first pair is ``"{q}\n### Assistant: {a}\n###"``, later ones ``" Human: {q}\n### Assistant: {a}\n###"``;
+    the new message is appended bare when there is no history and as ``" Human: {message}"`` otherwise.
+
+    Args:
+        history: earlier ``(question, answer)`` pairs.
+        message: the new user message.
+    """
+    text = ""
+    for index, (question, answer) in enumerate(history):
+        lead = "" if index == 0 else " Human: "
+        text += f"{lead}{question}\n### Assistant: {answer}\n###"
+    return text + (message if not history else f" Human: {message}")
+
+
+def inference_text(history: Sequence[tuple[str, str]], message: str) -> str:
+    r"""The text after the image token at inference: ``"</Img> " + prompt + "\n### Assistant:"``."""
+    return "</Img> " + inference_prompt(history, message) + "\n### Assistant:"

@@ -1,0 +1,437 @@
+"""PandaGPT instruction tuning: a LoRA-tuned causal LM reading one projected modality embedding as a soft token.
+
+Only the LoRA matrices (on ``q/k/v/o_proj`` by default) and ``llama_proj`` (``Linear(1024, hidden)`` with bias)
+train. The attribute names ``llama_model`` / ``llama_proj`` are the official ones, so the trainable state-dict
+keys are those of the official delta checkpoint (``llama_model.base_model.model.model.layers.{i}.self_attn.
+q_proj.lora_A.default.weight``, ``llama_proj.weight``, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
+
+from lit_multimodal.multimodal.pandagpt.conversation import IGNORE_INDEX
+from lit_multimodal.multimodal.pandagpt.embedder import Embedder
+from lit_multimodal.training.warmup_decay import build_warmup_decay_scheduler, pandagpt_warmup_steps
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PandaGPT", "PandaGPTParamCounts", "apply_lora", "causal_lm_loss_sum", "official_gen_acc"]
+
+HPARAM_METRICS = ("train/loss", "train/gen_acc", "val/loss", "val/gen_acc")
+LossReduction = Literal["micro_batch_mean", "global_token_mean"]
+DTypeName = Literal["auto", "float32", "float16", "bfloat16"]
+
+
+@dataclass(frozen=True)
+class PandaGPTParamCounts:
+    """Parameter counts of the LLM plus projection (the embedder is not counted).
+
+    Attributes:
+        total: LLM (with LoRA) and projection parameters.
+        trainable: parameters with ``requires_grad`` (LoRA and projection).
+        backbone: parameters of the pre-trained LLM alone (without LoRA).
+    """
+
+    total: int
+    trainable: int
+    backbone: int
+
+    @property
+    def tuned_percent(self) -> float:
+        """Trainable over all counted parameters, in percent."""
+        return 100.0 * self.trainable / max(1, self.total)
+
+    @property
+    def tuned_percent_of_backbone(self) -> float:
+        """Trainable parameters relative to the LLM alone, in percent (the paper's "0.4 % of Vicuna")."""
+        return 100.0 * self.trainable / max(1, self.backbone)
+
+
+def _numel(param: nn.Parameter) -> int:
+    return int(getattr(param, "ds_numel", param.numel()))
+
+
+def is_trainable_name(name: str) -> bool:
+    """Whether a parameter name belongs to the tuned set: LoRA matrices or the projection."""
+    return name.startswith("llama_proj.") or ".lora_A." in name or ".lora_B." in name
+
+
+def apply_lora(
+    llm: nn.Module,
+    r: int = 32,
+    alpha: int = 32,
+    dropout: float = 0.1,
+    target_modules: tuple[str, ...] | list[str] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+) -> nn.Module:
+    """Wraps a causal LM with peft LoRA as the official ``get_peft_model`` call (A kaiming, B zero, scale α/r)."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        inference_mode=False,
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(target_modules),
+    )
+    return get_peft_model(llm, config)
+
+
+def causal_lm_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token cross-entropy (fp32) over targets != -100, and the number of such targets.
+
+    ``sum / count`` is the Hugging Face causal-LM loss (shift by one, mean over non-ignored tokens).
+    """
+    shift_logits = logits[:, :-1].float()
+    shift_labels = targets[:, 1:].to(shift_logits.device)
+    loss_sum = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return loss_sum, (shift_labels != IGNORE_INDEX).sum()
+
+
+def official_gen_acc(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """The official ``gen_acc``: ``argmax(logits)[:, 1:-1]`` against ``targets[:, 2:]`` where the target != -100."""
+    chosen = logits.argmax(dim=-1)[:, 1:-1]
+    labels = targets[:, 2:]
+    valid = labels != IGNORE_INDEX
+    count = int(valid.sum())
+    return float(((chosen == labels) & valid).sum()) / count if count else 0.0
+
+
+def _torch_dtype(name: str) -> torch.dtype | str:
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+class PandaGPT(LightningModule):
+    """PandaGPT: LoRA on a local causal LM plus a linear projection of one modality embedding per sample.
+
+    Args:
+        llm_path: folder of the base LLM (e.g. Vicuna v0 7B), loaded offline with ``AutoModelForCausalLM``.
+        embedder: source of the ``(B, embed_dim)`` modality embeddings (e.g.
+            :class:`~lit_multimodal.multimodal.pandagpt.embedder.PrecomputedEmbedder`); required to train or
+            validate.
+        modality: modality asked from the embedder (``vision`` for image instructions).
+        embed_dim: embedding width (1024 for ImageBind-huge).
+        dtype: dtype of the loaded LLM weights (the official loads fp32; LoRA weights stay fp32 under peft).
+        attn_implementation: transformers attention backend (``eager`` as the official; None: the library's
+            default, ``sdpa``).
+        lora_r: LoRA rank.
+        lora_alpha: LoRA alpha (scale ``alpha / r``).
+        lora_dropout: dropout on the LoRA branch input.
+        lora_target_modules: module names LoRA wraps.
+        max_tgt_len: cut of the text part; used by the data module unless it sets its own.
+        bos_token_id: BOS id; None: the tokenizer's. Pin it to reproduce a checkpoint (old Vicuna v0 folders
+            resolve BOS/EOS to 0).
+        pad_token_id: PAD id; None: the tokenizer's EOS (the official ``pad = eos``).
+        lr: peak learning rate.
+        betas: AdamW betas.
+        eps: AdamW epsilon.
+        weight_decay: decoupled weight decay, applied to every trainable tensor (one group, as the official
+            DeepSpeed optimizer).
+        warmup_rate: warmup fraction of the optimizer steps (at least ``min_warmup_steps``).
+        min_warmup_steps: lower bound of the warmup.
+        loss_reduction: ``micro_batch_mean`` (official: token mean per micro-batch, the micro-batches of an
+            accumulation window averaged) or ``global_token_mean`` (summed token loss over all micro-batches and
+            devices of the window divided by their target-token count; not available under DeepSpeed).
+        gradient_checkpointing: recompute the LLM's activations in the backward pass.
+    """
+
+    def __init__(
+        self,
+        llm_path: str | None = None,
+        embedder: Embedder | None = None,
+        modality: str = "vision",
+        embed_dim: int = 1024,
+        dtype: DTypeName = "float32",
+        attn_implementation: str | None = None,
+        lora_r: int = 32,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.1,
+        lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+        max_tgt_len: int = 1024,
+        bos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+        lr: float = 5e-4,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        weight_decay: float = 0.001,
+        warmup_rate: float = 0.1,
+        min_warmup_steps: int = 10,
+        loss_reduction: LossReduction = "micro_batch_mean",
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if not llm_path:
+            raise ValueError("model.llm_path must name a local folder with the base LLM (config + weights)")
+        if loss_reduction not in ("micro_batch_mean", "global_token_mean"):
+            raise ValueError(f"loss_reduction must be micro_batch_mean or global_token_mean, got {loss_reduction!r}")
+        self.save_hyperparameters(ignore=["embedder"], logger=False)
+        # Plain lists, so checkpoints stay loadable with torch.load(weights_only=True).
+        self.hparams.update(lora_target_modules=list(lora_target_modules), betas=list(betas))
+        self.llm_path = str(llm_path)
+        self.embedder = embedder
+        self.modality = modality
+        self.embed_dim = embed_dim
+        self.max_tgt_len = max_tgt_len
+        self.bos_token_id = bos_token_id
+        self.pad_token_id = pad_token_id
+        self.loss_reduction = loss_reduction
+        self.lr = lr
+
+        from transformers import AutoModelForCausalLM
+
+        kwargs: dict[str, Any] = {"local_files_only": True, "dtype": _torch_dtype(dtype)}
+        if attn_implementation:
+            kwargs["attn_implementation"] = attn_implementation
+        llm = AutoModelForCausalLM.from_pretrained(self.llm_path, **kwargs)
+        llm.config.use_cache = False
+        backbone = sum(_numel(p) for p in llm.parameters())
+        self.llama_model = apply_lora(llm, lora_r, lora_alpha, lora_dropout, lora_target_modules)
+        # from_pretrained returns the model in eval mode and Lightning keeps submodule modes as found, which would
+        # switch LoRA dropout off; the official trains with everything in train mode.
+        self.llama_model.train()
+        if gradient_checkpointing:
+            self.llama_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Created after get_peft_model, as the official, so peft's freezing never touches it.
+        self.llama_proj = nn.Linear(embed_dim, llm.config.hidden_size, bias=True)
+        self.backbone_params = backbone
+        self.check_trainable()
+        self.param_counts = self.count_parameters()
+        # Checkpoints hold only trainable tensors; the frozen LLM comes from llm_path.
+        self.strict_loading = False
+        self._window_tokens = torch.zeros((), dtype=torch.float64)
+        self._empty_batches = 0
+
+    # -- parameters -------------------------------------------------------------------------------
+    def check_trainable(self) -> None:
+        """Raises unless exactly the LoRA matrices and the projection require gradients."""
+        wrong = [n for n, p in self.named_parameters() if p.requires_grad != is_trainable_name(n)]
+        if wrong:
+            raise RuntimeError(f"only LoRA and llama_proj may train; wrong requires_grad on {wrong[:8]}")
+        if not any(".lora_" in n for n, _ in self.named_parameters()):
+            raise RuntimeError(
+                f"no LoRA layer was created; check lora_target_modules {self.hparams.lora_target_modules}"
+            )
+
+    def count_parameters(self) -> PandaGPTParamCounts:
+        """Counts over the LLM (with LoRA) and the projection; correct under ZeRO-3 partitioning."""
+        params = list(self.llama_model.parameters()) + list(self.llama_proj.parameters())
+        return PandaGPTParamCounts(
+            total=sum(_numel(p) for p in params),
+            trainable=sum(_numel(p) for p in params if p.requires_grad),
+            backbone=self.backbone_params,
+        )
+
+    def trainable_state_keys(self) -> set[str]:
+        """State-dict keys of the trainable parameters."""
+        return {name for name, param in self.named_parameters() if param.requires_grad}
+
+    # -- forward ----------------------------------------------------------------------------------
+    def embed_inputs(self, paths: list[str]) -> torch.Tensor:
+        """The embedder's ``(B, embed_dim)`` embeddings of ``paths``, on this module's device, without gradient."""
+        if self.embedder is None:
+            raise ValueError(
+                "PandaGPT needs model.embedder (class_path/init_args of an Embedder, e.g. "
+                "lit_multimodal.multimodal.pandagpt.embedder.PrecomputedEmbedder) to train or validate"
+            )
+        with torch.no_grad():
+            embeds = self.embedder.embed(self.modality, list(paths))
+        if embeds.shape != (len(paths), self.embed_dim):
+            raise ValueError(
+                f"embedder returned shape {tuple(embeds.shape)}, expected ({len(paths)}, {self.embed_dim})"
+            )
+        return embeds.detach().to(self.device)
+
+    def build_inputs_embeds(
+        self, input_ids: torch.Tensor, modality_embeds: torch.Tensor, image_position: int
+    ) -> torch.Tensor:
+        """Token embeddings with the projected modality embedding as the token at ``image_position``.
+
+        Equal to the official ``cat([bos, prefix, llama_proj(embed), text])``: the placeholder id there is never
+        embedded into the result.
+        """
+        tokens = self.llama_model.get_input_embeddings()(input_ids)
+        proj = self.llama_proj(modality_embeds.to(self.llama_proj.weight.dtype))
+        soft = proj.unsqueeze(1).to(tokens.dtype)
+        return torch.cat([tokens[:, :image_position], soft, tokens[:, image_position + 1 :]], dim=1)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        modality_embeds: torch.Tensor,
+        image_position: int,
+    ) -> torch.Tensor:
+        """Logits ``(B, L, vocab)`` of the full sequence."""
+        inputs_embeds = self.build_inputs_embeds(input_ids, modality_embeds, image_position)
+        return self.llama_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False).logits
+
+    def _shared_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        embeds = self.embed_inputs(batch["image_paths"])
+        logits = self(batch["input_ids"], batch["attention_mask"], embeds, int(batch["image_position"]))
+        targets = batch["target_ids"]
+        loss_sum, count = causal_lm_loss_sum(logits, targets)
+        return loss_sum, count, logits, official_gen_acc(logits.detach(), targets)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Token-mean cross-entropy of the micro-batch (or its token sum under ``global_token_mean``)."""
+        loss_sum, count, _, gen_acc = self._shared_step(batch)
+        if int(count) == 0:
+            # The official would produce NaN here (every target cut by max_tgt_len); this contributes nothing.
+            self._empty_batches += 1
+            rank_zero_warn(f"batch {batch_idx} has no target token after truncation; it adds no gradient")
+        mean = loss_sum / count.clamp(min=1)
+        if not torch.isfinite(mean):
+            raise FloatingPointError(f"training loss is {mean.item()} at epoch {self.current_epoch}, batch {batch_idx}")
+        size = len(batch["image_paths"])
+        self.log("train/loss", mean, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log("train/gen_acc", gen_acc, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        if self.loss_reduction == "global_token_mean":
+            self._window_tokens = self._window_tokens.to(self.device) + count.to(torch.float64)
+            return loss_sum
+        return mean
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Token-mean loss and ``gen_acc`` on held-out conversations."""
+        loss_sum, count, _, gen_acc = self._shared_step(batch)
+        size = len(batch["image_paths"])
+        self.log("val/loss", loss_sum / count.clamp(min=1), on_epoch=True, sync_dist=True, batch_size=size)
+        self.log("val/gen_acc", gen_acc, on_epoch=True, sync_dist=True, batch_size=size)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Under ``global_token_mean``, turns the accumulated token-sum gradients into a global token mean.
+
+        Lightning divides every micro-batch loss by ``accumulate_grad_batches`` (A) and DDP averages over the
+        W devices, so the gradients hold ``sum / (A W)``; multiplying by ``A W / N`` (N: target tokens of the
+        window on all devices) gives ``sum / N``. This runs before gradient clipping.
+        """
+        if self.loss_reduction != "global_token_mean":
+            return
+        tokens = self.trainer.strategy.reduce(self._window_tokens.to(self.device).clone(), reduce_op="sum")
+        scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / max(float(tokens), 1.0)
+        for param in self.parameters():
+            if param.requires_grad and param.grad is not None:
+                param.grad.mul_(scale)
+        self._window_tokens = torch.zeros((), dtype=torch.float64, device=self.device)
+
+    # -- optimisation -----------------------------------------------------------------------------
+    def configure_optimizers(self):
+        """AdamW over the trainable tensors (one group) and the log-warmup / linear-decay schedule per step."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params,
+            lr=self.lr,
+            betas=tuple(self.hparams.betas),
+            eps=self.hparams.eps,
+            weight_decay=self.hparams.weight_decay,
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = pandagpt_warmup_steps(total, self.hparams.warmup_rate, self.hparams.min_warmup_steps)
+        rank_zero_info(f"PandaGPT schedule: {total} optimizer steps, log warmup over {warmup}, then linear decay")
+        scheduler = build_warmup_decay_scheduler(optimizer, warmup, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def setup(self, stage: str) -> None:
+        """Checks the embedder and the loss reduction against the strategy before any data is read."""
+        from lightning.pytorch.strategies import DeepSpeedStrategy
+
+        if stage in ("fit", "validate") and self.embedder is None:
+            self.embed_inputs([])  # raises the explanatory error
+        if self.loss_reduction == "global_token_mean" and isinstance(self.trainer.strategy, DeepSpeedStrategy):
+            raise ValueError(
+                "loss_reduction global_token_mean rescales gradients before the optimizer step, which DeepSpeed "
+                "owns; use micro_batch_mean (the official) or a DDP/single-device strategy"
+            )
+
+    # -- accounting and logging -------------------------------------------------------------------
+    def global_batch_size(self) -> int:
+        """Micro-batch × devices × gradient accumulation (0 when no data module tells the micro-batch)."""
+        per_device = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None) or 0
+        return int(per_device) * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    def on_fit_start(self) -> None:
+        """Checks the trainable set, counts parameters, logs the tuned percent and declares TB hparams.
+
+        Under DeepSpeed it also turns on the strategy's ``exclude_frozen_parameters``: DeepSpeed writes module
+        weights itself and never sees the state dict that :meth:`on_save_checkpoint` filters.
+        """
+        from lightning.pytorch.strategies import DeepSpeedStrategy
+
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DeepSpeedStrategy) and not strategy.exclude_frozen_parameters:
+            strategy.exclude_frozen_parameters = True
+            rank_zero_info("DeepSpeed: exclude_frozen_parameters on; checkpoints keep trainable tensors only")
+        self.check_trainable()
+        self.param_counts = counts = self.count_parameters()
+        rank_zero_info(
+            f"parameters: total {counts.total:,}, trainable {counts.trainable:,} (LoRA + llama_proj), LLM "
+            f"{counts.backbone:,}; tuned percent {counts.tuned_percent:.4f} % of all, "
+            f"{counts.tuned_percent_of_backbone:.4f} % of the LLM"
+        )
+        if self.logger is not None:
+            self.logger.log_hyperparams(self.curated_hparams(), {name: 0.0 for name in HPARAM_METRICS})
+
+    def curated_hparams(self) -> dict[str, Any]:
+        """The flat hparams shown in TensorBoard's HParams tab."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        counts = self.param_counts
+        return {
+            "method": "pandagpt_lora",
+            "embedder": type(self.embedder).__name__ if self.embedder is not None else "none",
+            "llm": os.path.basename(os.path.normpath(self.llm_path)),
+            "task": getattr(datamodule, "dataset_name", "unknown"),
+            "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),
+            "lora_r": self.hparams.lora_r,
+            "lora_alpha": self.hparams.lora_alpha,
+            "lora_dropout": self.hparams.lora_dropout,
+            "lora_targets": ",".join(self.hparams.lora_target_modules),
+            "lr": self.lr,
+            "weight_decay": self.hparams.weight_decay,
+            "loss_reduction": self.loss_reduction,
+            "max_tgt_len": int(getattr(datamodule, "max_tgt_len", None) or self.max_tgt_len),
+            "global_batch": self.global_batch_size() if datamodule is not None else 0,
+            "trainable_params": counts.trainable,
+            "total_params": counts.total,
+            "tuned_percent": round(counts.tuned_percent, 6),
+            "tuned_percent_of_backbone": round(counts.tuned_percent_of_backbone, 6),
+        }
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Logs the learning rate of the step."""
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    # -- trainable-only checkpoints ---------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keeps LoRA and ``llama_proj`` only: a 7B checkpoint is about 150 MB instead of 27 GB."""
+        keep = self.trainable_state_keys()
+        if "state_dict" in checkpoint:
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint["trainable_only"] = True
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Insists that every trainable tensor is in the checkpoint and nothing unknown is."""
+        state = checkpoint.get("state_dict")
+        if state is None:  # DeepSpeed keeps module weights in its own files
+            return
+        missing = sorted(self.trainable_state_keys() - set(state))
+        unexpected = sorted(set(state) - set(self.state_dict()))
+        if missing or unexpected:
+            raise KeyError(
+                f"checkpoint does not match this PandaGPT (LoRA r {self.hparams.lora_r} on "
+                f"{self.hparams.lora_target_modules}): missing trainable tensors {missing[:8]}, "
+                f"unexpected tensors {unexpected[:8]}"
+            )

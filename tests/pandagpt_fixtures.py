@@ -1,0 +1,93 @@
+"""Test-only helpers for PandaGPT: a deterministic fake embedder and tiny instruction datasets on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+EMBED_DIM = 1024
+
+
+class HashEmbedder:
+    """Deterministic unit-norm embeddings derived from each path string (a stand-in for ImageBind).
+
+    Args:
+        dim: embedding width.
+    """
+
+    def __init__(self, dim: int = EMBED_DIM) -> None:
+        self.dim = dim
+        self.calls: list[list[str]] = []
+
+    def embed(self, modality: str, paths: list[str]) -> torch.Tensor:
+        self.calls.append(list(paths))
+        rows = []
+        for path in paths:
+            seed = int.from_bytes(hashlib.sha256(f"{modality}:{path}".encode()).digest()[:8], "little")
+            vector = torch.randn(self.dim, generator=torch.Generator().manual_seed(seed))
+            rows.append(vector / vector.norm())
+        return torch.stack(rows)
+
+
+CONVERSATIONS = [
+    [
+        {"from": "human", "value": "What is in the image?"},
+        {"from": "gpt", "value": "A small cat sits on a red mat."},
+        {"from": "human", "value": "What colour is the cat?"},
+        {"from": "gpt", "value": "The cat is black and white."},
+    ],
+    [
+        {"from": "human", "value": "Describe this picture in detail."},
+        {"from": "gpt", "value": "Two dogs run across a green field under a blue sky."},
+    ],
+    [
+        {"from": "human", "value": "How many people are there in the image?"},
+        {"from": "gpt", "value": "There are three people sitting on a bench."},
+        {"from": "human", "value": "What are they eating?"},
+        {"from": "gpt", "value": "They are eating sandwiches."},
+    ],
+    [
+        {"from": "human", "value": "Can you tell me what the man is doing?"},
+        {"from": "gpt", "value": "The man is riding a bicycle down a busy street."},
+    ],
+]
+
+
+def write_image(path: Path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    colour = ((37 * seed) % 256, (91 * seed) % 256, (53 * seed) % 256)
+    Image.new("RGB", (8, 8), colour).save(path, format="JPEG")
+
+
+def write_pandagpt_json(root: Path, n: int = 8, extra: list[dict] | None = None) -> tuple[Path, Path]:
+    """``root/data.json`` in the PandaGPT layout (names without ``.jpg``, as the released json) and ``root/images``."""
+    images = root / "images"
+    records = []
+    for index in range(n):
+        name = f"{index:012d}"
+        write_image(images / f"{name}.jpg", index)
+        records.append({"image_name": name, "conversation": CONVERSATIONS[index % len(CONVERSATIONS)]})
+    records += extra or []
+    path = root / "data.json"
+    path.write_text(json.dumps(records))
+    return path, images
+
+
+def write_llava_json(root: Path, n: int = 4) -> tuple[Path, Path]:
+    """``root/llava.json`` in the LLaVA layout with ``<image>`` placeholders, and ``root/coco`` images."""
+    images = root / "coco"
+    records = []
+    for index in range(n):
+        name = f"train2017/{index:012d}.jpg"
+        write_image(images / name, index)
+        turns = [dict(turn) for turn in CONVERSATIONS[index % len(CONVERSATIONS)]]
+        first = turns[0]["value"]
+        turns[0]["value"] = f"<image>\n{first}" if index % 2 == 0 else f"{first}\n<image>"
+        records.append({"id": str(index), "image": name, "conversations": turns})
+    path = root / "llava.json"
+    path.write_text(json.dumps(records))
+    return path, images
