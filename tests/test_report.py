@@ -12,7 +12,7 @@ import pytest
 from lit_multimodal.data.fgvc import FGVC_DATASETS
 from lit_multimodal.data.vtab import VTAB_TASKS
 from lit_multimodal.sweeps import report, sweep_progress
-from lit_multimodal.sweeps.report import CSV_COLUMNS
+from lit_multimodal.sweeps.rows import CSV_COLUMNS
 
 LR_KEY = "model.optim.base_lr"
 WD_KEY = "model.optim.weight_decay"
@@ -369,3 +369,15 @@ def test_manifest_replanned_and_partial_lines(tmp_path):
 def test_no_manifest_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="manifest.jsonl"):
         report(str(tmp_path))
+
+
+def test_parameter_counts_are_written_as_people_read_them():
+    from lit_multimodal.sweeps.tables import format_count
+
+    assert [format_count(n) for n in (485, 6245, 855_000, 86_600_000, 1_200_786_990)] == [
+        "485",
+        "6.2 K",
+        "0.855 M",
+        "86.6 M",
+        "1.2 B",
+    ]
