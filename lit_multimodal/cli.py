@@ -26,6 +26,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 import lit_multimodal.data  # noqa: F401 - registers the DataModules for class_path lookup
 import lit_multimodal.vision  # noqa: F401 - registers the LightningModules for class_path lookup
 from lit_multimodal.data.base import DataError
+from lit_multimodal.multimodal.imagebind.checkpoint import ImageBindCheckpointError
+from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
+from lit_multimodal.multimodal.pandagpt.conversation import ConversationError
 from lit_multimodal.sweeps.plan import SweepError
 from lit_multimodal.training.results import (
     RESULT_FILE,
@@ -35,15 +38,26 @@ from lit_multimodal.training.results import (
     write_json_atomic,
 )
 from lit_multimodal.vision.checkpoints import CheckpointError
+from lit_multimodal.vision.precision import auto_precision
 
 DEFAULT_RUN_DIR = "runs/default"
 EPILOG = (
     "Example: lit-mm fit --config configs/quickstart/vpt_deep.yaml. "
     "Other commands: lit-mm prepare fgvc --help (split files from an original FGVC archive), "
-    "lit-mm sweep --help (search and seeded finals, local or SLURM), lit-mm report --help (tables and plot)."
+    "lit-mm sweep --help (search and seeded finals, local or SLURM), lit-mm report --help (tables and plot), "
+    "lit-mm embed --help (ImageBind embedding cache), "
+    "lit-mm zeroshot --help (files vs text labels in ImageBind's shared space)."
 )
 
-USER_ERRORS = (DataError, CheckpointError, SweepError, FileNotFoundError)
+USER_ERRORS = (
+    DataError,
+    CheckpointError,
+    SweepError,
+    FileNotFoundError,
+    InputError,
+    ImageBindCheckpointError,
+    ConversationError,
+)
 
 
 class LitMMCLI(LightningCLI):
@@ -70,7 +84,10 @@ class LitMMCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Adds the forced last-checkpoint callback and the ``test_after_fit`` switch."""
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
+        # Lightning writes last.ckpt only when a top-k checkpoint was saved in the same step, so the newest
+        # epoch is kept as the one top-k file (no monitor) and last.ckpt links to it: a killed run resumes
+        # from its latest epoch and each save writes the file once.
+        parser.set_defaults({"checkpoint.save_last": "link", "checkpoint.save_top_k": 1})
         parser.add_argument(
             "--test_after_fit",
             type=bool,
@@ -93,6 +110,11 @@ class LitMMCLI(LightningCLI):
                 )
         if config.trainer.get("default_root_dir") is None:
             config.trainer.default_root_dir = DEFAULT_RUN_DIR
+        # trainer.precision left empty: bf16-mixed where the hardware runs bf16 natively, else 32-true.
+        self.precision_auto = config.trainer.get("precision") is None
+        if self.precision_auto:
+            config.trainer.precision = auto_precision(config.trainer.get("accelerator"))
+            rank_zero_info(f"trainer.precision not set: using {config.trainer.precision} on this hardware")
 
     def instantiate_trainer(self, **kwargs: Any):
         """Uses a TensorBoard logger writing into the run directory unless another logger is configured."""
@@ -163,6 +185,7 @@ class LitMMCLI(LightningCLI):
             "epochs_completed": trainer.current_epoch,
             "global_step": trainer.global_step,
             "precision": str(trainer.precision),
+            "precision_auto": getattr(self, "precision_auto", False),
             "seed": config.get("seed_everything"),
             "versions": package_versions(),
             "data": _as_plain(config.get("data")),
@@ -222,16 +245,29 @@ def _user_error(err: BaseException) -> BaseException | None:
     return None
 
 
-FUNCTION_COMMANDS = ("prepare", "sweep", "report")
+FUNCTION_COMMANDS = ("prepare", "sweep", "report", "embed", "zeroshot", "export", "chat", "demo")
 
 
 def _run_function_command(args: list[str]) -> None:
-    """Runs ``lit-mm prepare|sweep|report ...``: plain functions exposed through ``jsonargparse.auto_cli``."""
+    """Runs ``lit-mm prepare|sweep|report|embed|zeroshot|export|chat|demo ...``: plain functions via ``auto_cli``."""
     from lit_multimodal.data.prepare_fgvc import prepare_fgvc
+    from lit_multimodal.multimodal.imagebind.commands import embed, zeroshot
+    from lit_multimodal.multimodal.pandagpt.chat import chat
+    from lit_multimodal.multimodal.pandagpt.demo import demo
+    from lit_multimodal.multimodal.pandagpt.export import export
     from lit_multimodal.sweeps.report import report
     from lit_multimodal.sweeps.runner import sweep
 
-    commands = {"prepare": {"fgvc": prepare_fgvc}, "sweep": sweep, "report": report}
+    commands = {"prepare": {"fgvc": prepare_fgvc}, "sweep": sweep, "report": report, "embed": embed}
+    commands["zeroshot"] = zeroshot
+    commands["export"] = export
+    commands["chat"] = chat
+    commands["demo"] = demo
+    if args and args[0] in ("export", "chat", "demo"):
+        import re
+
+        # jsonargparse keeps --config for its own config files; these commands take a fit config as --config.
+        args = [args[0], *(re.sub(r"^--config(?==|$)", "--fit_config", arg) for arg in args[1:])]
     summary = auto_cli(commands, args=args, as_positional=False)
     if summary is not None:
         print(json.dumps(summary, indent=2, default=str))

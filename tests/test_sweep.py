@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from lit_multimodal.sweeps.launchers import SlurmOptions, read_status
@@ -196,3 +200,57 @@ def test_slurm_sweep_runs_as_job_arrays(tmp_path, vtab_fixture, slurm_cluster):
     assert len({job_id.split("_")[0] for job_id in job_ids}) == 2  # one array per stage
     summary_md = (out / "summary.md").read_text()
     assert "DTD" in summary_md and "EuroSAT" in summary_md
+
+
+def _wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(900)
+def test_slurm_time_out_requeues_and_resumes_from_the_last_checkpoint(tmp_path, slurm_cluster):
+    root = tmp_path / "vtab-1k"
+    write_vtab_task(root, "dtd", per_class=100)  # 300 images: an epoch takes seconds, so the signal lands mid-fit
+    out = tmp_path / "sweep"
+    summary: dict = {}
+    kwargs = {
+        "name": "requeue",
+        "base_config": [str(vtab_config(tmp_path, root, max_epochs=6))],
+        "tasks": ["dtd"],
+        "grid": {LR_KEY: [1.0], WD_KEY: [0.0]},
+        "stages": ["search"],
+        "out_dir": str(out),
+        "launcher": "slurm",
+        "slurm": SlurmOptions(partition="debug", time_min=10, cpus_per_task=1, gpus_per_task=0, poll_s=1.0),
+    }
+    thread = threading.Thread(target=lambda: summary.update(sweep(**kwargs)))
+    thread.start()
+    run_dir = out / "search" / "dtd" / "lr1_wd0_seed42"
+    _wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), 300, "the first epoch's checkpoint")
+    assert read_status(run_dir) != "success"
+    job_id = json.loads((run_dir / "slurm_job.json").read_text())["job_id"]
+    # What SLURM sends near the time limit (submitit's own test hook, Job._interrupt(timeout=True), does the same).
+    subprocess.run(["scancel", "--signal", "USR2", job_id], check=True)
+
+    def requeued_and_pending() -> bool:
+        state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout
+        return "PENDING" in state
+
+    _wait_for(requeued_and_pending, 60, f"job {job_id} to be requeued")
+    # SLURM holds a requeued batch job for about two minutes (BeginTime); release it now.
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+    thread.join(timeout=600)
+    assert not thread.is_alive()
+
+    assert summary["search"] == {"total": 1, "done": 1, "failed": 0}
+    log = (run_dir / "log.txt").read_text()
+    assert log.count("$ ") == 2  # the fit ran twice: before the signal and after the requeue
+    second_attempt = log.split("$ ")[2]
+    assert "Restoring states from the checkpoint path" in second_attempt
+    assert "last.ckpt" in second_attempt
+    final = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert final["epoch"] == 5  # all six epochs, counted across both attempts

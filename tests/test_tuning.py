@@ -136,3 +136,27 @@ def test_frozen_backbone_stays_in_eval_mode_across_lightning_epochs(tiny_dataset
     assert {epoch for epoch, _, _ in probe.checked} == {0, 1, 2}  # validation ran in between
     modes = [(backbone, dropout) for _, backbone, dropout in probe.checked]
     assert all(not backbone and dropout for backbone, dropout in modes), probe.checked
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    images = torch.randn(2, 3, 32, 32)
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = _model("vpt_deep", num_prompts=2, activation_checkpointing=checkpointing).train()
+        model(images).sum().backward()
+        grads.append((model.prompts.deep_prompt_embeddings.grad, model.head.weight.grad))
+    for plain, recomputed in zip(*grads, strict=True):
+        torch.testing.assert_close(recomputed, plain)
+
+
+def test_attention_kernels_agree():
+    images = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(0)
+    auto = _model("vpt_deep", num_prompts=2).eval()
+    for kernel in ("fused", "math"):
+        other = _model("vpt_deep", num_prompts=2, attention=kernel).eval()
+        other.load_state_dict(auto.state_dict())
+        torch.testing.assert_close(other(images), auto(images), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="attention must be"):
+        _model("linear", attention="flash")

@@ -7,6 +7,7 @@ live here once.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -63,6 +64,26 @@ class ImageListDataset(Dataset):
                 return None
             raise DataError(f"cannot read image {path}: {err} (set skip_corrupt: true to skip it)") from None
         return self.transform(image), label
+
+    def fingerprint(self) -> dict[str, str | int]:
+        """What this dataset yields: SHA-256 of every (path, size, mtime, label) and the transform's description.
+
+        A changed, added, removed or relabelled image, or any transform parameter, changes it.
+        """
+        return {"kind": "images", "samples": samples_digest(self.samples), "transform": repr(self.transform)}
+
+
+def samples_digest(samples: Sequence[Sample]) -> str:
+    """SHA-256 over each sample's path, file size, modification time (ns) and label, in order."""
+    digest = hashlib.sha256()
+    for path, label in samples:
+        try:
+            stat = Path(path).stat()
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            size, mtime = -1, -1
+        digest.update(f"{path}\t{size}\t{mtime}\t{label}\n".encode())
+    return digest.hexdigest()
 
 
 def collate_skipping_none(batch: list):
@@ -168,6 +189,23 @@ class ImageClassificationDataModule(LightningDataModule, ABC):
             std=self.std,
             interpolation=self.interpolation,
         )
+
+    def transform_is_deterministic(self, role: str) -> bool:
+        """Whether a role's images come out the same every epoch (no random crop or flip)."""
+        mode = self.train_transform if role == "train" else self.eval_transform
+        return mode in ("resize", "center_crop")
+
+    def split_fingerprint(self, role: str) -> dict[str, object]:
+        """What a role's loader yields, for cache keys: layout, dataset, split, samples and transform."""
+        if role not in self.datasets:
+            self._setup_role(role)
+        dataset = self.datasets[role]
+        return {
+            "data_module": type(self).__name__,
+            "dataset": self.dataset_name,
+            "split": self.split_names().get(role),
+            **dataset.fingerprint(),
+        }
 
     def _setup_role(self, role: str) -> None:
         split = self.split_names().get(role)

@@ -20,6 +20,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
 from lit_multimodal.data.base import DataError, Sample
+from lit_multimodal.data.image_cache import DecodedImageDataset, build_decoded_array
 from lit_multimodal.data.list_file import ListFileDataModule
 from lit_multimodal.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, Interpolation, TrainTransform
 
@@ -212,6 +213,10 @@ class VTAB1kDataModule(ListFileDataModule):
             do (``bicubic`` + ``true`` reproduces ``Resize((224, 224), interpolation=bicubic)`` on PIL images).
         train_transform: ``resize`` (official: no augmentation) or ``fgvc`` (random crop + flip).
         eval_transform: ``resize`` (official) or ``center_crop``.
+        decoded_cache: decode and resize each split once into a memory-mapped uint8 array and train from it
+            (splits with the ``resize`` transform only; see :mod:`lit_multimodal.data.image_cache`). The
+            TF-style float resize is then rounded to uint8 (at most 0.5/255 per pixel for bilinear).
+        decoded_cache_dir: its folder; default ``$LIT_MM_CACHE/images`` (``~/.cache/lit_multimodal/images``).
         **kwargs: see :class:`~lit_multimodal.data.base.ImageClassificationDataModule`.
     """
 
@@ -229,6 +234,8 @@ class VTAB1kDataModule(ListFileDataModule):
         antialias: bool = False,
         train_transform: TrainTransform = "resize",
         eval_transform: EvalTransform = "resize",
+        decoded_cache: bool = False,
+        decoded_cache_dir: str | None = None,
         **kwargs,
     ) -> None:
         info = vtab_task(task)
@@ -261,6 +268,8 @@ class VTAB1kDataModule(ListFileDataModule):
         self.stage = stage
         self.final_val = final_val
         self.antialias = antialias
+        self.decoded_cache = decoded_cache
+        self.decoded_cache_dir = decoded_cache_dir
 
     @property
     def dataset_name(self) -> str:
@@ -310,3 +319,20 @@ class VTAB1kDataModule(ListFileDataModule):
         if mode == "resize" and not self.antialias:
             return tf_resize_transform(self.img_size, self.interpolation, self.mean, self.std)
         return super().transform_for(role)
+
+    def _setup_role(self, role: str) -> None:
+        """Like the base, but reads a decoded-image array for ``resize`` splits when ``decoded_cache`` is on."""
+        mode = self.train_transform if role == "train" else self.eval_transform
+        if not (self.decoded_cache and mode == "resize"):
+            return super()._setup_role(role)
+        split = self.split_names()[role]
+        if split is None:
+            raise DataError(f"this data module has no {role!r} split (split names: {self.split_names()})")
+        self._check_root()
+        samples = self.read_split(split)
+        self._check_samples(split, samples)
+        path = build_decoded_array(
+            samples, self.img_size, self.interpolation, self.antialias, self.decoded_cache_dir, self.num_workers
+        )
+        resize = f"resize {self.img_size} {self.interpolation} antialias={self.antialias}"
+        self.datasets[role] = DecodedImageDataset(path, samples, self.mean, self.std, resize)

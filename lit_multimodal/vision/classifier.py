@@ -8,6 +8,8 @@ from contextlib import nullcontext
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.checkpoint import checkpoint
 
 from lit_multimodal.vision.backbones import embed_tokens, patch_area, pooled_features
 from lit_multimodal.vision.prompts import VisualPrompts
@@ -40,6 +42,12 @@ class ViTClassifier(nn.Module):
         prompt_dropout: dropout on prompts (``vpt_*`` only).
         prompt_project: prompt width before a projection to the token width; -1 for none.
         partial_blocks: trainable last blocks for ``partial``.
+        activation_checkpointing: recompute each block's activations in the backward pass instead of storing
+            them (blocks that run under autograd only): less memory for ViT-L/H or long prompts, about one
+            more block forward per step.
+        attention: scaled-dot-product-attention kernel. ``auto``: PyTorch's choice (fused flash/efficient
+            kernels), except under CPU bf16 autocast, where the plain ``math`` kernel runs on the bf16 GEMMs
+            and beats the fused CPU kernel; ``fused`` or ``math`` force one.
     """
 
     def __init__(
@@ -51,10 +59,16 @@ class ViTClassifier(nn.Module):
         prompt_dropout: float = 0.0,
         prompt_project: int = -1,
         partial_blocks: int = 1,
+        activation_checkpointing: bool = False,
+        attention: str = "auto",
     ) -> None:
         super().__init__()
+        if attention not in ("auto", "fused", "math"):
+            raise ValueError(f"attention must be auto, fused or math; got {attention!r}")
         self.backbone = backbone
         self.tuning = tuning
+        self.activation_checkpointing = activation_checkpointing
+        self.attention = attention
         if tuning in PROMPT_METHODS:
             self.prompts: VisualPrompts | None = VisualPrompts(
                 num_tokens=num_prompts,
@@ -117,8 +131,25 @@ class ViTClassifier(nn.Module):
     def _grad(self, stage_index: int):
         return nullcontext() if stage_index >= self._autograd_from else torch.no_grad()
 
+    def _attention_kernel(self, images: torch.Tensor):
+        """The SDPA kernel context for this device and precision (see ``attention``)."""
+        cpu_bf16 = (
+            images.device.type == "cpu"
+            and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        )
+        if self.attention == "math" or (self.attention == "auto" and cpu_bf16):
+            return sdpa_kernel([SDPBackend.MATH])
+        if self.attention == "fused":
+            return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION])
+        return nullcontext()
+
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features ``(B, D)`` with prompts spliced as the official VPT."""
+        with self._attention_kernel(images):
+            return self._forward_features(images)
+
+    def _forward_features(self, images: torch.Tensor) -> torch.Tensor:
         vit = self.backbone
         with self._grad(0):
             tokens = embed_tokens(vit, images)
@@ -128,7 +159,10 @@ class ViTClassifier(nn.Module):
             with self._grad(index + 1):
                 if self.prompts is not None and self.prompts.deep and index > 0:
                     tokens = self.prompts.replace(tokens, index)
-                tokens = block(tokens)
+                if self.activation_checkpointing and torch.is_grad_enabled():
+                    tokens = checkpoint(block, tokens, use_reentrant=False)
+                else:
+                    tokens = block(tokens)
         with self._grad(len(vit.blocks) + 1):
             return pooled_features(vit, tokens)
 

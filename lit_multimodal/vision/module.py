@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from lit_multimodal.training.optim import OptimConfig, build_optimizer, build_sc
 from lit_multimodal.vision.backbones import BackboneConfig, build_vit
 from lit_multimodal.vision.checkpoints import load_backbone_checkpoint
 from lit_multimodal.vision.classifier import ViTClassifier
+from lit_multimodal.vision.feature_cache import FeatureCache, FeatureDataset, backbone_key
 from lit_multimodal.vision.tuning import PROMPT_METHODS, ParamCounts, TuningMethod, count_parameters
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,16 @@ class ImageClassifier(LightningModule):
         prompt_project: prompt width projected to the token width by a Linear; -1 (default) for none.
         partial_blocks: ``k`` for ``partial``.
         optim: optimiser and schedule (default: the official SGD warmup-cosine recipe).
+        feature_cache: ``linear`` only: compute the frozen backbone's features of every split with a
+            deterministic transform once and train the head on them (see
+            :mod:`lit_multimodal.vision.feature_cache`); splits with random augmentation still run the backbone.
+        feature_cache_dir: cache folder shared by the runs of a sweep; default ``$LIT_MM_CACHE/features``
+            (``~/.cache/lit_multimodal/features``).
+        compile: ``torch.compile`` the classifier (in place, so checkpoints keep their keys). It pays off for
+            long runs on a GPU; the first steps spend tens of seconds compiling.
+        activation_checkpointing: recompute block activations in the backward pass (less memory for ViT-L/H
+            and long prompts, roughly one extra forward per step).
+        attention: attention kernel: ``auto`` (per device and precision), ``fused`` or ``math``.
     """
 
     def __init__(
@@ -52,6 +63,11 @@ class ImageClassifier(LightningModule):
         prompt_project: int = -1,
         partial_blocks: int = 1,
         optim: OptimConfig = OptimConfig(),  # noqa: B008 - read-only default
+        feature_cache: bool = True,
+        feature_cache_dir: str | None = None,
+        compile: bool = False,
+        activation_checkpointing: bool = False,
+        attention: Literal["auto", "fused", "math"] = "auto",
     ) -> None:
         super().__init__()
         if num_classes is None or num_classes < 1:
@@ -78,7 +94,12 @@ class ImageClassifier(LightningModule):
             prompt_dropout=prompt_dropout,
             prompt_project=prompt_project,
             partial_blocks=partial_blocks,
+            activation_checkpointing=activation_checkpointing,
+            attention=attention,
         )
+        if compile:
+            self.net.compile()
+        self.feature_cache = FeatureCache(feature_cache_dir) if feature_cache and tuning == "linear" else None
         # Checkpoints hold only trainable tensors; the frozen rest comes from backbone.checkpoint.
         self.strict_loading = False
         top5 = min(5, num_classes)
@@ -94,8 +115,75 @@ class ImageClassifier(LightningModule):
 
     # -- forward and steps ------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Class logits."""
+        """Class logits of images ``(B, C, H, W)``, or of cached backbone features ``(B, D)`` (linear probing)."""
+        if images.ndim == 2:
+            return self.net.head(images)
         return self.net(images)
+
+    # -- feature cache (linear probing) -----------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Linear probing: swaps each deterministic split's images for cached backbone features."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.feature_cache is None or not hasattr(datamodule, "split_fingerprint"):
+            return
+        roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for role in roles.get(stage, ()):
+            if not datamodule.has_split(role) or not datamodule.transform_is_deterministic(role):
+                continue
+            if isinstance(datamodule.datasets.get(role), FeatureDataset):
+                continue
+            key = self.feature_key(datamodule, role)
+            dataset = datamodule.datasets[role]
+            (features, labels), hit = self.feature_cache.get_or_compute(
+                key, lambda dataset=dataset: self.extract_features(dataset, datamodule.batch_size)
+            )
+            rank_zero_info(
+                f"feature cache: {role} split ({len(labels)} images) {'loaded from' if hit else 'written to'} "
+                f"{self.feature_cache.path(key)}"
+            )
+            datamodule.datasets[role] = FeatureDataset(features, labels)
+
+    def feature_key(self, datamodule: Any, role: str) -> dict[str, Any]:
+        """Cache key of one split: backbone weights, data, transform and precision."""
+        cfg = self.backbone_config
+        return {
+            "backbone": backbone_key(self.net.backbone, cfg.arch, cfg.img_size, cfg.pooling),
+            "data": datamodule.split_fingerprint(role),
+            "precision": str(self.trainer.precision),
+        }
+
+    @torch.no_grad()
+    def extract_features(self, dataset: Any, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled backbone features (fp32, on the CPU) and labels of a dataset, in order, in eval mode."""
+        from torch.utils.data import DataLoader
+
+        from lit_multimodal.data.base import collate_skipping_none
+
+        device = self.trainer.strategy.root_device
+        home = next(self.net.parameters()).device
+        was_training = self.net.training
+        self.net.to(device).eval()
+        # A private generator: iterating a loader draws a seed, and the global RNG must stay as in an uncached run.
+        loader = DataLoader(
+            dataset,
+            batch_size=min(batch_size, 256),
+            shuffle=False,
+            collate_fn=collate_skipping_none,
+            generator=torch.Generator(),
+        )
+        features, labels = [], []
+        try:
+            for batch in loader:
+                if batch is None:
+                    continue
+                images, targets = batch
+                with self.trainer.precision_plugin.forward_context():
+                    out = self.net.forward_features(images.to(device))
+                features.append(out.float().cpu())
+                labels.append(targets)
+        finally:
+            self.net.to(home).train(was_training)
+        return torch.cat(features), torch.cat(labels).long()
 
     def train(self, mode: bool = True) -> ImageClassifier:
         """Keeps frozen backbone parts in eval mode whenever Lightning switches to training."""

@@ -120,7 +120,8 @@ class PandaGPT(LightningModule):
     """PandaGPT: LoRA on a local causal LM plus a linear projection of one modality embedding per sample.
 
     Args:
-        llm_path: folder of the base LLM (e.g. Vicuna v0 7B), loaded offline with ``AutoModelForCausalLM``.
+        llm_path: folder of the base LLM (e.g. Vicuna v0 7B), loaded offline with ``AutoModelForCausalLM``;
+            ``quickstart:tiny-llama`` builds the quickstart's tiny LLaMA once under the cache folder.
         embedder: source of the ``(B, embed_dim)`` modality embeddings (e.g.
             :class:`~lit_multimodal.multimodal.pandagpt.embedder.PrecomputedEmbedder`); required to train or
             validate.
@@ -182,7 +183,9 @@ class PandaGPT(LightningModule):
         self.save_hyperparameters(ignore=["embedder"], logger=False)
         # Plain lists, so checkpoints stay loadable with torch.load(weights_only=True).
         self.hparams.update(lora_target_modules=list(lora_target_modules), betas=list(betas))
-        self.llm_path = str(llm_path)
+        from lit_multimodal.multimodal.pandagpt.quickstart import resolve_llm_path
+
+        self.llm_path = resolve_llm_path(str(llm_path))
         self.embedder = embedder
         self.modality = modality
         self.embed_dim = embed_dim

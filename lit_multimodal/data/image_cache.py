@@ -1,0 +1,188 @@
+"""Decoded-image cache for splits without augmentation (VTAB-1k): decode and resize once, then read a memmap.
+
+Each split's images are decoded and resized once into one ``(N, H, W, 3)`` uint8 ``.npy`` file under
+``<cache dir>/images/``; later epochs, runs and seeds read it through ``numpy.load(mmap_mode="r")`` (the OS
+page cache keeps it in memory), so a step costs a slice, a cast and a normalisation instead of a JPEG decode
+and a resize.
+
+The file name is a SHA-256 of the split (every image's path, size, modification time), the output size, the
+interpolation and the antialias mode, so a changed image or setting gives a new file. Labels are not stored:
+they come from the list file as before.
+
+Exactness: with ``antialias: true`` the resize is PIL's on the uint8 image, so the cached pixels are exactly
+those of the uncached path. The official TF-style resize (``antialias: false``) works on float pixels; the
+cache rounds its result to uint8, an error of at most 0.5/255 per pixel before normalisation (below the JPEG
+quantisation the images already carry).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
+
+from lit_multimodal.data.base import DataError, Sample, samples_digest
+from lit_multimodal.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def default_image_cache_dir() -> Path:
+    """``<framework cache>/images`` (``$LIT_MM_CACHE/images`` when the variable is set)."""
+    return cache_dir() / "images"
+
+
+class _Decode(Dataset):
+    """Decodes and resizes one image to ``(size, size, 3)`` uint8 (what the cache stores)."""
+
+    def __init__(self, samples: Sequence[Sample], size: int, interpolation: str, antialias: bool) -> None:
+        self.samples = list(samples)
+        self.size = size
+        self.antialias = antialias
+        mode = InterpolationMode(interpolation)
+        if antialias:  # PIL resize of the uint8 image: exactly the uncached transform's pixels
+            self.resize = T.Resize((size, size), interpolation=mode, antialias=True)
+        else:  # TF-style float resize without antialiasing, then rounded
+            self.resize = T.Compose(
+                [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Resize((size, size), mode, antialias=False)]
+            )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        path = self.samples[index][0]
+        try:
+            with Image.open(path) as img:
+                image = img.convert("RGB")
+        except OSError as err:
+            raise DataError(f"cannot read image {path}: {err}") from None
+        out = self.resize(image)
+        if self.antialias:
+            return np.asarray(out, dtype=np.uint8)
+        return (out.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def build_decoded_array(
+    samples: Sequence[Sample],
+    size: int,
+    interpolation: str = "bilinear",
+    antialias: bool = False,
+    directory: str | Path | None = None,
+    num_workers: int = 0,
+) -> Path:
+    """The ``.npy`` file of a split's decoded, resized images; built on first use (atomically).
+
+    Args:
+        samples: the split's ``(path, label)`` list.
+        size: output side.
+        interpolation: ``bilinear``, ``bicubic`` or ``nearest``.
+        antialias: PIL resize (antialiased) instead of the TF-style float resize.
+        directory: cache folder (default :func:`default_image_cache_dir`).
+        num_workers: decoding processes.
+
+    Returns:
+        The path of the ``(N, size, size, 3)`` uint8 array.
+    """
+    key = {
+        "samples": samples_digest(samples),
+        "size": size,
+        "interpolation": interpolation,
+        "antialias": antialias,
+        "format": FORMAT_VERSION,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    folder = Path(directory).expanduser() if directory else default_image_cache_dir()
+    path = folder / f"{digest}.npy"
+    if path.is_file():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=digest, suffix=".npy.tmp", dir=folder)
+    os.close(fd)
+    try:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(samples), size, size, 3))
+        loader = DataLoader(
+            _Decode(samples, size, interpolation, antialias),
+            batch_size=32,
+            num_workers=num_workers,
+            collate_fn=np.stack,
+            generator=torch.Generator(),  # leave the global RNG as an uncached run leaves it
+        )
+        start = 0
+        for batch in loader:
+            array[start : start + len(batch)] = batch
+            start += len(batch)
+        array.flush()
+        del array
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    log.info("decoded %d images into %s", len(samples), path)
+    return path
+
+
+class DecodedImageDataset(Dataset):
+    """Images from a decoded uint8 array (memory-mapped), normalised on the fly.
+
+    Args:
+        array_path: ``.npy`` from :func:`build_decoded_array`.
+        samples: the split's ``(path, label)`` list (labels, and the fingerprint).
+        mean: normalisation mean.
+        std: normalisation std.
+        resize: description of the resize that made the array (for the fingerprint).
+    """
+
+    def __init__(
+        self,
+        array_path: Path,
+        samples: Sequence[Sample],
+        mean: Sequence[float],
+        std: Sequence[float],
+        resize: str,
+    ) -> None:
+        self.array_path = Path(array_path)
+        self.samples = list(samples)
+        self.labels = [label for _, label in self.samples]
+        self.mean, self.std = list(mean), list(std)
+        # The same torchvision ops as the uncached transform's tail, so the PIL-resize path is bit-exact.
+        self.normalise = T.Compose([T.ToDtype(torch.float32, scale=True), T.Normalize(mean=self.mean, std=self.std)])
+        self.resize = resize
+        self._array: np.ndarray | None = None  # opened lazily, once per (worker) process
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def array(self) -> np.ndarray:
+        """The memory-mapped ``(N, H, W, 3)`` uint8 array."""
+        if self._array is None:
+            self._array = np.load(self.array_path, mmap_mode="r")
+        return self._array
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_array"] = None  # workers map the file themselves
+        return state
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        pixels = torch.from_numpy(np.array(self.array[index])).permute(2, 0, 1)
+        return self.normalise(pixels), self.labels[index]
+
+    def fingerprint(self) -> dict[str, str]:
+        """What this dataset yields (for the feature cache's key)."""
+        normalise = f"mean={self.mean}, std={self.std}"
+        return {"kind": "decoded", "samples": samples_digest(self.samples), "transform": f"{self.resize}; {normalise}"}

@@ -1,0 +1,339 @@
+r"""Chatting with a PandaGPT model: any subset of image, video, audio, thermal, depth and IMU inputs.
+
+The prompt, the history and the way several modalities become one soft token follow the official web demo:
+
+- Each given modality is embedded by ImageBind (PandaGPT's variant: audio without the ×20 logit scale; thermal
+  keeps its ×10) and projected; the projections are **summed** into one token, ``Σ_i (W e_i + b)`` (the bias
+  is added once per modality, as the official).
+- The sequence is ``<s>### Human: <Img>[token]</Img> {prompt}\n### Assistant:`` where ``prompt`` carries the
+  history (``"{q}\n### Assistant: {a}\n###"``, later turns with a leading ``" Human: "``).
+- Generation stops when the text reaches ``###`` (the official stops on the ``##`` token and drops ``\n##``);
+  the answer is the text before it.
+
+Depth and IMU are not wired in the official PandaGPT; here they are summed the same way (an extension).
+:class:`PandaGPTChat` holds the logic so that other front-ends (e.g. a web demo) can reuse it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
+from lit_multimodal.multimodal.pandagpt.conversation import ConversationTokenizer
+
+__all__ = ["EMERGENT_NOTICE", "MODALITY_ORDER", "ChatInputError", "PandaGPTChat", "chat"]
+
+#: The official encoding order (image, audio, video, thermal), then the two modalities the official does not wire.
+MODALITY_ORDER = ("image", "audio", "video", "thermal", "depth", "imu")
+STOP_TEXT = "###"
+EMERGENT_NOTICE = (
+    "note: no image or video given; the answer relies on emergent cross-modal transfer "
+    "(PandaGPT was trained on image-text pairs only)"
+)
+
+
+class ChatInputError(InputError):
+    """Chat input that cannot be used (a missing file, no input at all); the message names it."""
+
+
+def _as_list(files: str | Sequence[str] | None) -> list[str]:
+    if files is None:
+        return []
+    return [str(files)] if isinstance(files, str | Path) else [str(f) for f in files]
+
+
+def needs_emergent_notice(modalities: Sequence[str]) -> bool:
+    """True when none of the inputs is an image or a video (the only modalities seen in training)."""
+    return not any(name in ("image", "video") for name in modalities)
+
+
+class PandaGPTChat:
+    """Encodes inputs of any modality into PandaGPT's soft token and streams answers.
+
+    Args:
+        model: a :class:`~lit_multimodal.multimodal.pandagpt.module.PandaGPT` with its delta loaded.
+        encoder: an ImageBind encoder (``encode({"image": [...], ...})``); use PandaGPT's audio variant
+            (``config={"pandagpt_skip_audio_scale": True}``).
+        tokenizer: the LLM's tokenizer; default: loaded from the model's ``llm_path``.
+    """
+
+    def __init__(self, model: Any, encoder: Any, tokenizer: Any | None = None) -> None:
+        if tokenizer is None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(model.llm_path, local_files_only=True)
+        self.model = model.eval()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.conversation = ConversationTokenizer(
+            tokenizer, max_tgt_len=10**9, bos_token_id=model.bos_token_id, pad_token_id=model.pad_token_id
+        )
+
+    @classmethod
+    def from_files(
+        cls,
+        ckpt: str | None,
+        config: str | None = None,
+        imagebind_checkpoint: str | None = None,
+        llm_path: str | None = None,
+        dtype: str | None = None,
+        device: str = "cpu",
+    ) -> PandaGPTChat:
+        """A chat from files: the model, its delta, and ImageBind (PandaGPT's audio variant).
+
+        The model comes from the fit config and/or the checkpoint's hyper-parameters; ImageBind from
+        ``imagebind_checkpoint`` or the config's ``model.init_args.embedder`` (its ``preset`` and ``checkpoint``).
+
+        Args:
+            ckpt: delta ``pytorch_model.pt``, Lightning ``last.ckpt`` or DeepSpeed folder; None keeps the
+                untrained LoRA and projection of a fresh model (smoke tests and demos without weights).
+            config: the ``lit-mm fit`` YAML.
+            imagebind_checkpoint: ImageBind weights (``imagebind_huge.pth``).
+            llm_path: base LLM folder (overrides the config's).
+            dtype: LLM dtype override.
+            device: where both models run.
+        """
+        from lit_multimodal.multimodal.imagebind.encode import ImageBindEncoder
+        from lit_multimodal.multimodal.pandagpt.export import _model_args, build_pandagpt, load_delta, read_checkpoint
+
+        hparams = read_checkpoint(ckpt)[1] if ckpt else {}
+        model = build_pandagpt(config, hparams, llm_path, dtype)
+        if ckpt:
+            load_delta(model, ckpt)
+        model.to(device)
+        embedder = _model_args(config).get("embedder") or {}
+        init = dict(embedder.get("init_args") or {})
+        checkpoint = imagebind_checkpoint or init.get("checkpoint")
+        preset = init.get("preset", "huge")
+        if preset == "huge" and not checkpoint:
+            raise ChatInputError("no ImageBind weights: give --imagebind_checkpoint (imagebind_huge.pth)")
+        if checkpoint and not Path(checkpoint).expanduser().is_file():
+            raise ChatInputError(f"ImageBind checkpoint {checkpoint} does not exist")
+        encoder = ImageBindEncoder(
+            checkpoint=checkpoint,
+            preset=preset,
+            config={**dict(init.get("config") or {}), "pandagpt_skip_audio_scale": True},
+            device=device,
+            cache_dir=None,
+            progress=False,
+        )
+        return cls(model, encoder)
+
+    @property
+    def device(self) -> torch.device:
+        """The model's device."""
+        return self.model.llama_proj.weight.device
+
+    def encode_inputs(self, files_by_modality: Mapping[str, str | Sequence[str] | None]) -> tuple[torch.Tensor, dict]:
+        """One soft token from every given input: ``Σ llama_proj(e_i)`` over modalities (and files).
+
+        Args:
+            files_by_modality: ``image``, ``video``, ``audio``, ``thermal``, ``depth`` or ``imu`` → a path or paths.
+
+        Returns:
+            ``(token, timings)``: the ``(1, hidden)`` token and the seconds spent per modality.
+
+        Raises:
+            ChatInputError: no input, a missing file or an unknown modality.
+        """
+        unknown = sorted(set(files_by_modality) - set(MODALITY_ORDER))
+        if unknown:
+            raise ChatInputError(f"unknown modality {unknown}; expected some of {MODALITY_ORDER}")
+        given = {name: _as_list(files_by_modality.get(name)) for name in MODALITY_ORDER}
+        given = {name: files for name, files in given.items() if files}
+        if not given:
+            raise ChatInputError("no input given; pass at least one of --image --video --audio --thermal --depth --imu")
+        for name, files in given.items():
+            for file in files:
+                if not Path(file).is_file():
+                    raise ChatInputError(f"{file}: {name} file does not exist")
+        timings: dict[str, float] = {}
+        projected = []
+        proj = self.model.llama_proj
+        for name, files in given.items():
+            start = time.perf_counter()
+            embeds = self.encoder.encode({name: files})[name]
+            with torch.no_grad():
+                projected.append(proj(embeds.to(device=proj.weight.device, dtype=proj.weight.dtype)))
+            timings[name] = time.perf_counter() - start
+        timings["total"] = sum(timings.values())
+        return torch.cat(projected, dim=0).sum(dim=0, keepdim=True), timings
+
+    def prompt_embeds(self, history: Sequence[tuple[str, str]], message: str, token: torch.Tensor) -> torch.Tensor:
+        """``(1, L, hidden)`` inputs: BOS, ``### Human: <Img>``, the soft token, then the prompt text."""
+        batch = self.conversation.inference_ids(history, message)
+        ids = batch["input_ids"].to(self.device)
+        position = int(batch["image_position"])
+        embeds = self.model.llama_model.get_input_embeddings()(ids)
+        soft = token.to(device=embeds.device, dtype=embeds.dtype).reshape(1, 1, -1)
+        return torch.cat([embeds[:, :position], soft, embeds[:, position + 1 :]], dim=1)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        history: Sequence[tuple[str, str]],
+        message: str,
+        embedding: torch.Tensor,
+        max_new_tokens: int = 256,
+        top_p: float = 0.01,
+        temperature: float = 1.0,
+        do_sample: bool = True,
+        seed: int | None = 0,
+    ) -> Iterator[str]:
+        """Streams the answer in pieces; their concatenation is the answer (text before ``###``, stripped).
+
+        Args:
+            history: earlier ``(question, answer)`` pairs.
+            message: the new user message.
+            embedding: the soft token from :meth:`encode_inputs`.
+            max_new_tokens: most tokens generated (the demo's "Maximum length", 256).
+            top_p: nucleus mass (the demo's 0.01, nearly greedy).
+            temperature: softmax temperature.
+            do_sample: sample (the official); False: greedy.
+            seed: seed of the sampler (None: unseeded).
+        """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if do_sample and (temperature <= 0 or not 0 < top_p <= 1):
+            raise ValueError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+        generator = torch.Generator(device="cpu")
+        if seed is not None:
+            generator.manual_seed(seed)
+        else:
+            generator.seed()
+        llm = self.model.llama_model
+        eos = self.tokenizer.eos_token_id
+        out = llm(inputs_embeds=self.prompt_embeds(history, message, embedding), use_cache=True)
+        past = out.past_key_values
+        tokens: list[int] = []
+        emitted = ""
+        for _ in range(max_new_tokens):
+            logits = out.logits[0, -1].float().cpu()
+            next_id = _pick(logits, do_sample, top_p, temperature, generator)
+            if eos is not None and next_id == eos:
+                break
+            tokens.append(next_id)
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            stop = text.find(STOP_TEXT)
+            if stop >= 0:
+                final = text[:stop].rstrip()
+                if final.startswith(emitted) and len(final) > len(emitted):
+                    yield final[len(emitted) :]
+                return
+            safe = text.rstrip("#").rstrip()
+            if safe.startswith(emitted) and len(safe) > len(emitted):
+                yield safe[len(emitted) :]
+                emitted = safe
+            ids = torch.tensor([[next_id]], device=self.device)
+            out = llm(input_ids=ids, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True).rstrip()
+        if text.startswith(emitted) and len(text) > len(emitted):
+            yield text[len(emitted) :]
+
+    def answer(self, history: Sequence[tuple[str, str]], message: str, embedding: torch.Tensor, **sampling) -> str:
+        """The whole answer of :meth:`generate`."""
+        return "".join(self.generate(history, message, embedding, **sampling))
+
+
+def _pick(logits: torch.Tensor, do_sample: bool, top_p: float, temperature: float, generator: torch.Generator) -> int:
+    """Greedy, or temperature then nucleus sampling (transformers' ``TopPLogitsWarper`` rule)."""
+    if not do_sample:
+        return int(logits.argmax())
+    scores = logits / temperature
+    sorted_scores, order = torch.sort(scores, descending=False)
+    cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+    remove = cumulative <= (1 - top_p)
+    remove[-1] = False  # keep at least the most likely token
+    scores = scores.scatter(0, order, sorted_scores.masked_fill(remove, float("-inf")))
+    return int(torch.multinomial(scores.softmax(dim=-1), 1, generator=generator))
+
+
+def chat(
+    ckpt: str,
+    fit_config: str | None = None,
+    image: str | None = None,
+    audio: str | None = None,
+    video: str | None = None,
+    thermal: str | None = None,
+    depth: str | None = None,
+    imu: str | None = None,
+    prompt: str | None = None,
+    imagebind_checkpoint: str | None = None,
+    llm_path: str | None = None,
+    max_new_tokens: int = 256,
+    top_p: float = 0.01,
+    temperature: float = 1.0,
+    do_sample: bool = True,
+    greedy: bool = False,
+    seed: int = 0,
+    dtype: str | None = None,
+    device: str = "cpu",
+) -> None:
+    """Chats with a PandaGPT model about image/video/audio/thermal/depth/IMU inputs.
+
+    With ``--prompt`` it answers once; without, it reads one message per line from stdin until an empty line
+    or EOF and keeps the conversation history (the official demo's format). The inputs of all given
+    modalities are summed into one soft token, as the official.
+
+    Args:
+        ckpt: the delta ``pytorch_model.pt``, a training ``last.ckpt`` or a DeepSpeed checkpoint folder.
+        fit_config: the ``lit-mm fit`` YAML the model was trained with (base LLM, LoRA settings, ImageBind);
+            ``--config`` on the command line.
+        image: image file.
+        audio: audio file (wav).
+        video: video file.
+        thermal: thermal image.
+        depth: depth image (not wired in the official PandaGPT).
+        imu: IMU recording ``.npy`` (not wired in the official PandaGPT).
+        prompt: the question; leave empty for an interactive chat on stdin.
+        imagebind_checkpoint: ImageBind weights; default: the config's embedder checkpoint.
+        llm_path: base LLM folder; overrides the config's.
+        max_new_tokens: most tokens per answer.
+        top_p: nucleus sampling mass (the official demo's 0.01).
+        temperature: sampling temperature.
+        do_sample: sample (the official); false: greedy.
+        greedy: greedy decoding (same as ``--do_sample false``).
+        seed: sampling seed.
+        dtype: LLM dtype override (``float32``, ``bfloat16``, ``float16``).
+        device: ``cpu`` or ``cuda``.
+    """
+    files = {"image": image, "audio": audio, "video": video, "thermal": thermal, "depth": depth, "imu": imu}
+    files = {name: path for name, path in files.items() if path}
+    engine = PandaGPTChat.from_files(ckpt, fit_config, imagebind_checkpoint, llm_path, dtype, device)
+    token, timings = engine.encode_inputs(files)
+    if needs_emergent_notice(list(files)):
+        print(EMERGENT_NOTICE, file=sys.stderr)
+    print("encoded " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()), file=sys.stderr)
+    sampling = {
+        "max_new_tokens": max_new_tokens,
+        "top_p": top_p,
+        "temperature": temperature,
+        "do_sample": do_sample and not greedy,
+        "seed": seed,
+    }
+    if prompt is not None:
+        _answer(engine, [], prompt, token, sampling)
+        return
+    history: list[tuple[str, str]] = []
+    for line in sys.stdin:
+        message = line.strip()
+        if not message:
+            break
+        history.append((message, _answer(engine, history, message, token, sampling)))
+
+
+def _answer(engine: PandaGPTChat, history: list, message: str, token: torch.Tensor, sampling: dict) -> str:
+    pieces = []
+    print("Assistant: ", end="", flush=True)
+    for piece in engine.generate(history, message, token, **sampling):
+        pieces.append(piece)
+        print(piece, end="", flush=True)
+    print(flush=True)
+    return "".join(pieces)

@@ -1,0 +1,517 @@
+"""PandaGPT web demo: upload any subset of image, video, audio, thermal, depth and IMU files and chat about them.
+
+The page is built with Gradio, as the official PandaGPT demo: its file-upload and streaming chat widgets come built
+in, and it serves from a single local process without a separate front-end build. The conversation history and
+the prompt follow the official demo (see :mod:`lit_multimodal.multimodal.pandagpt.chat`).
+
+Request handling (:class:`DemoHandler`) is plain Python and knows nothing about Gradio, so it can be tested without
+a browser; :func:`build_ui` only wires it to widgets, and :func:`demo` is the ``lit-mm demo`` command.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
+from lit_multimodal.multimodal.pandagpt.chat import EMERGENT_NOTICE, MODALITY_ORDER, needs_emergent_notice
+
+__all__ = [
+    "ChatState",
+    "DemoHandler",
+    "DemoLimits",
+    "DemoReply",
+    "build_ui",
+    "check_input_file",
+    "demo",
+    "sniff_file",
+]
+
+#: What each upload slot accepts (kinds found by :func:`sniff_file`).
+SLOT_KINDS: dict[str, tuple[str, ...]] = {
+    "image": ("image",),
+    "video": ("video",),
+    "audio": ("audio",),
+    "thermal": ("image",),
+    "depth": ("image", "npy"),
+    "imu": ("npy", "csv"),
+}
+KIND_WORDS = {
+    "image": "an image (PNG, JPEG, ...)",
+    "video": "a video (MP4, AVI, WebM, ...)",
+    "audio": "an audio file (WAV, FLAC, OGG)",
+    "npy": "a NumPy .npy array",
+    "csv": "a CSV table",
+}
+SLOT_WORDS = {
+    "image": "an image (PNG, JPEG, ...)",
+    "video": "a video (MP4, AVI, WebM, ...)",
+    "audio": "an audio file (WAV, FLAC, OGG)",
+    "thermal": "a thermal image (PNG, JPEG, ...)",
+    "depth": "a depth map (image or .npy array)",
+    "imu": "an IMU recording (.npy or .csv, 6 channels)",
+}
+UNTRAINED_NOTE = (
+    "**No checkpoint given**: the LoRA and the projection are untrained (LoRA adds nothing, the projection is "
+    "random), so the answers show the pipeline, not a trained model. Start with `--ckpt <delta>` to load one."
+)
+
+
+@dataclass(frozen=True)
+class DemoLimits:
+    """Limits on uploaded inputs; longer recordings are refused with a message naming the file and the limit.
+
+    Args:
+        max_audio_seconds: longest audio accepted (ImageBind samples 3 clips of 2 s from any length, so a longer
+            file only costs decoding time).
+        max_video_seconds: longest video accepted (every frame is decoded once).
+    """
+
+    max_audio_seconds: float = 600.0
+    max_video_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What :func:`sniff_file` found in a file.
+
+    Args:
+        kind: ``image``, ``audio``, ``video``, ``npy``, ``csv``, or None for an unreadable file.
+        seconds: the duration of a recording, when known.
+        readable: whether the project's loaders read it (audio that only FFmpeg opens is not).
+        detail: the container format of such audio.
+    """
+
+    kind: str | None
+    seconds: float | None = None
+    readable: bool = True
+    detail: str = ""
+
+
+def _video_seconds(container: Any) -> float | None:
+    if container.duration:
+        return float(container.duration) / 1_000_000
+    stream = container.streams.video[0]
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if stream.frames and stream.average_rate:
+        return float(stream.frames / stream.average_rate)
+    return None
+
+
+def sniff_file(path: str | os.PathLike[str]) -> FileInfo:
+    """Which kind of file ``path`` is, from its content (not its name).
+
+    Args:
+        path: the file.
+
+    Returns:
+        A :class:`FileInfo`; ``kind`` is None when no reader recognises the file.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if head.startswith(b"\x93NUMPY"):
+        return FileInfo("npy")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        return FileInfo("image")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        pass
+    import soundfile
+
+    try:
+        info = soundfile.info(path)
+        return FileInfo("audio", seconds=float(info.frames) / float(info.samplerate))
+    except (RuntimeError, OSError, ValueError, TypeError):
+        pass
+    import av
+
+    try:
+        with av.open(path) as container:
+            if container.streams.video:
+                return FileInfo("video", seconds=_video_seconds(container))
+            if container.streams.audio:
+                seconds = float(container.duration) / 1_000_000 if container.duration else None
+                return FileInfo("audio", seconds=seconds, readable=False, detail=container.format.name)
+    except (av.error.FFmpegError, OSError, ValueError):
+        pass
+    if path.lower().endswith(".csv"):
+        try:
+            Path(path).read_text(encoding="utf-8")
+            return FileInfo("csv")
+        except (UnicodeDecodeError, OSError):
+            pass
+    return FileInfo(None)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
+def check_input_file(modality: str, path: str | os.PathLike[str], limits: DemoLimits, name: str | None = None) -> None:
+    """Refuses a file of the wrong kind for its slot, an unreadable file or a recording over the limit.
+
+    Args:
+        modality: the upload slot (``image``, ``video``, ``audio``, ``thermal``, ``depth``, ``imu``).
+        path: the uploaded file.
+        limits: the duration limits.
+        name: the file name shown in messages; default: the file's base name.
+
+    Raises:
+        InputError: a message naming the file and what the slot expects (or the limit it exceeds).
+    """
+    name = name or Path(path).name
+    if modality not in SLOT_KINDS:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITY_ORDER}")
+    if not Path(path).is_file():
+        raise InputError(f"{name}: file not found, {SLOT_WORDS[modality]} expected")
+    info = sniff_file(path)
+    if info.kind is None:
+        raise InputError(f"{name}: not a readable file, the {modality} slot takes {SLOT_WORDS[modality]}")
+    if info.kind not in SLOT_KINDS[modality]:
+        raise InputError(
+            f"{name}: this is {KIND_WORDS[info.kind]}, but the {modality} slot takes {SLOT_WORDS[modality]}"
+        )
+    if not info.readable:
+        raise InputError(f"{name}: {info.detail or 'this'} audio cannot be read here, {SLOT_WORDS[modality]} expected")
+    limit = {"audio": limits.max_audio_seconds, "video": limits.max_video_seconds}.get(modality)
+    if limit is not None and info.seconds is not None and info.seconds > limit:
+        raise InputError(
+            f"{name}: {modality} of {_minutes(info.seconds)} is longer than the limit of {_minutes(limit)} "
+            f"(--max_{modality}_seconds {limit:g})"
+        )
+
+
+@dataclass
+class ChatState:
+    """One browser session's conversation: the ``(question, answer)`` history and the soft token it uses.
+
+    The token is re-encoded only when the uploaded files change; the history is kept until cleared (as the
+    official demo, which keeps the history when the inputs change).
+    """
+
+    history: list[tuple[str, str]] = field(default_factory=list)
+    inputs_key: tuple = ()
+    token: Any = None
+    modalities: tuple[str, ...] = ()
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class DemoReply:
+    """One update of the page while a request is handled.
+
+    Args:
+        history: the conversation to show, the answer in progress last.
+        modalities: the modalities summed into the soft token.
+        emergent: no image or video went in (the answer relies on emergent cross-modal transfer).
+        timings: seconds spent encoding each modality (and ``total``).
+        tokens: tokens generated so far.
+        tokens_per_second: generation speed (set on the final update).
+        error: a message for the page (bad input); the history is then unchanged.
+        done: the last update of the request.
+    """
+
+    history: list[tuple[str, str]]
+    modalities: tuple[str, ...] = ()
+    emergent: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    tokens: int = 0
+    tokens_per_second: float | None = None
+    error: str | None = None
+    done: bool = False
+
+
+class DemoHandler:
+    """Handles the demo's requests with a :class:`~lit_multimodal.multimodal.pandagpt.chat.PandaGPTChat`.
+
+    Args:
+        engine: the chat engine (``encode_inputs``, ``generate``, ``tokenizer``).
+        limits: input limits.
+        untrained: no checkpoint was loaded (the page says so).
+        seed: sampling seed of every answer.
+    """
+
+    def __init__(self, engine: Any, limits: DemoLimits | None = None, untrained: bool = False, seed: int = 0) -> None:
+        self.engine = engine
+        self.limits = limits or DemoLimits()
+        self.untrained = untrained
+        self.seed = seed
+
+    def _count_tokens(self, text: str) -> int:
+        if not text:
+            return 0
+        return len(self.engine.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def respond(
+        self,
+        state: ChatState,
+        files: Mapping[str, str | None],
+        message: str,
+        max_new_tokens: int = 256,
+        top_p: float = 0.01,
+        temperature: float = 1.0,
+    ) -> Iterator[DemoReply]:
+        """Answers ``message`` about the uploaded files, streaming; the last update has ``done`` set.
+
+        Bad input (no question, no file, a wrong or unreadable file, a recording over the limit, bad sampling
+        settings) gives one update with ``error`` set and leaves ``state`` unchanged.
+
+        Args:
+            state: the session's conversation; the new turn is appended when the answer is complete.
+            files: upload slot → file path (None or missing: nothing uploaded there).
+            message: the user's question.
+            max_new_tokens: most tokens in the answer.
+            top_p: nucleus sampling mass.
+            temperature: sampling temperature.
+
+        Yields:
+            :class:`DemoReply` updates.
+        """
+        history = list(state.history)
+
+        def refuse(error: str) -> DemoReply:
+            return DemoReply(history, state.modalities, False, dict(state.timings), error=error, done=True)
+
+        message = (message or "").strip()
+        unknown = sorted(set(files) - set(MODALITY_ORDER))
+        if unknown:
+            yield refuse(f"unknown input slot {unknown}; expected some of {', '.join(MODALITY_ORDER)}")
+            return
+        given = {name: str(files[name]) for name in MODALITY_ORDER if files.get(name)}
+        if not message:
+            yield refuse("Type a question first.")
+            return
+        if not given:
+            yield refuse("Upload at least one file (image, video, audio, thermal, depth or IMU).")
+            return
+        errors = []
+        for name, path in given.items():
+            try:
+                check_input_file(name, path, self.limits)
+            except InputError as err:
+                errors.append(str(err))
+        if int(max_new_tokens) < 1:
+            errors.append(f"max new tokens must be at least 1, got {max_new_tokens}")
+        if temperature <= 0 or not 0 < top_p <= 1:
+            errors.append(f"sampling needs temperature > 0 and 0 < top-p <= 1, got {temperature} and {top_p}")
+        if errors:
+            yield refuse("\n".join(errors))
+            return
+        key = tuple((name, path, os.path.getsize(path), os.path.getmtime(path)) for name, path in given.items())
+        if key != state.inputs_key or state.token is None:
+            try:
+                token, timings = self.engine.encode_inputs(given)
+            except InputError as err:  # the loaders name the full path; show the file name
+                text = str(err)
+                for path in given.values():
+                    text = text.replace(path, Path(path).name)
+                yield refuse(text)
+                return
+            state.inputs_key, state.token, state.timings = key, token, dict(timings)
+            state.modalities = tuple(given)
+        modalities, timings = state.modalities, dict(state.timings)
+        emergent = needs_emergent_notice(modalities)
+        answer = ""
+        start = time.perf_counter()
+        pieces = self.engine.generate(
+            history, message, state.token, max_new_tokens=int(max_new_tokens), top_p=top_p,
+            temperature=temperature, do_sample=True, seed=self.seed,
+        )  # fmt: skip
+        for piece in pieces:
+            answer += piece
+            yield DemoReply([*history, (message, answer)], modalities, emergent, timings, self._count_tokens(answer))
+        seconds = time.perf_counter() - start
+        tokens = self._count_tokens(answer)
+        state.history = [*history, (message, answer)]
+        speed = tokens / seconds if seconds > 0 else None
+        yield DemoReply(list(state.history), modalities, emergent, timings, tokens, speed, done=True)
+
+
+def history_messages(history: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """``(question, answer)`` pairs as chat messages (``role``/``content``), as Gradio's chatbot shows them."""
+    messages = []
+    for question, answer in history:
+        messages.append({"role": "user", "content": question})
+        messages.append({"role": "assistant", "content": answer})
+    return messages
+
+
+def modalities_text(modalities: tuple[str, ...]) -> str:
+    """The line that names the modalities summed into the soft token."""
+    if not modalities:
+        return "Soft token: no input yet"
+    return "Soft token from: **" + " + ".join(modalities) + "**"
+
+
+def stats_text(reply: DemoReply) -> str:
+    """Per-modality encode time and generation speed."""
+    if not reply.timings:
+        return ""
+    encode = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in reply.timings.items() if name != "total")
+    text = f"Encode: {encode} (total {reply.timings.get('total', 0.0):.2f} s)"
+    if reply.tokens_per_second is not None:
+        text += f" · Generation: {reply.tokens} tokens, {reply.tokens_per_second:.1f} tokens/s"
+    elif reply.tokens:
+        text += f" · Generating: {reply.tokens} tokens"
+    return text
+
+
+CSS = """
+#emergent-badge { display: inline-block; padding: 4px 10px; border-radius: 6px; background: #fff3cd;
+  color: #7a5a00; border: 1px solid #e0c060; font-weight: 600; }
+#demo-error { padding: 6px 10px; border-radius: 6px; background: #fde8e8; color: #9b1c1c; border: 1px solid #f0a0a0; }
+"""
+
+
+def build_ui(handler: DemoHandler, max_new_tokens: int = 256, top_p: float = 0.01, temperature: float = 1.0) -> Any:
+    """The Gradio page around ``handler``.
+
+    Elements with stable ids: ``input-<modality>`` (upload slots), ``question``, ``send``, ``clear``, ``chatbot``,
+    ``modalities``, ``emergent-badge`` (visible only for an emergent answer), ``stats``, ``demo-error`` (visible
+    on bad input), ``untrained-note`` (no checkpoint).
+
+    Args:
+        handler: the request handler.
+        max_new_tokens: initial "max new tokens".
+        top_p: initial top-p.
+        temperature: initial temperature.
+
+    Returns:
+        The ``gradio.Blocks`` app (not launched).
+    """
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    labels = {
+        "image": "Image",
+        "video": "Video",
+        "audio": "Audio",
+        "thermal": "Thermal image",
+        "depth": "Depth map",
+        "imu": "IMU (.npy/.csv)",
+    }
+    limits = handler.limits
+    with gr.Blocks(title="PandaGPT demo", analytics_enabled=False) as blocks:
+        state = gr.State(ChatState)
+        gr.Markdown(
+            "## PandaGPT\nUpload any subset of the inputs, ask a question. All inputs are summed into one soft "
+            "token. The model was trained on image-text pairs only: answers without an image or video rely on "
+            f"emergent cross-modal transfer. Limits: audio {_minutes(limits.max_audio_seconds)}, video "
+            f"{_minutes(limits.max_video_seconds)}."
+        )
+        gr.Markdown(UNTRAINED_NOTE, elem_id="untrained-note", visible=handler.untrained)
+        with gr.Row():
+            with gr.Column(scale=1):
+                uploads = {
+                    name: gr.File(label=labels[name], elem_id=f"input-{name}", type="filepath", height=90)
+                    for name in MODALITY_ORDER
+                }
+                max_tokens = gr.Slider(1, 1024, value=max_new_tokens, step=1, label="Max new tokens")
+                top_p_box = gr.Slider(0.01, 1.0, value=top_p, step=0.01, label="Top-p")
+                temperature_box = gr.Slider(0.01, 2.0, value=temperature, step=0.01, label="Temperature")
+            with gr.Column(scale=2):
+                chatbot = gr.Chatbot(label="PandaGPT", elem_id="chatbot", height=420, feedback_options=None)
+                error = gr.Markdown("", elem_id="demo-error", visible=False)
+                with gr.Row():
+                    modalities = gr.Markdown(modalities_text(()), elem_id="modalities")
+                    badge = gr.Markdown("Emergent: no image or video given", elem_id="emergent-badge", visible=False)
+                stats = gr.Markdown("", elem_id="stats")
+                question = gr.Textbox(label="Question", placeholder="Ask about the inputs", elem_id="question")
+                with gr.Row():
+                    send = gr.Button("Send", variant="primary", elem_id="send")
+                    clear = gr.Button("Clear", elem_id="clear")
+
+        def on_send(chat_state, text, tokens, nucleus, temp, *paths):
+            files = dict(zip(MODALITY_ORDER, paths, strict=True))
+            for reply in handler.respond(chat_state, files, text, tokens, nucleus, temp):
+                if reply.error:
+                    yield (
+                        chat_state, history_messages(reply.history), gr.update(value=reply.error, visible=True),
+                        gr.update(), gr.update(), gr.update(), gr.update(),
+                    )  # fmt: skip
+                    return
+                yield (
+                    chat_state,
+                    history_messages(reply.history),
+                    gr.update(value="", visible=False),
+                    modalities_text(reply.modalities),
+                    gr.update(value=f"Emergent · {EMERGENT_NOTICE.removeprefix('note: ')}", visible=reply.emergent),
+                    stats_text(reply),
+                    "" if reply.done else gr.update(),
+                )
+
+        def on_clear():
+            return (
+                ChatState(), [], gr.update(value="", visible=False), modalities_text(()),
+                gr.update(visible=False), "", "", *[None for _ in MODALITY_ORDER],
+            )  # fmt: skip
+
+        inputs = [state, question, max_tokens, top_p_box, temperature_box, *uploads.values()]
+        outputs = [state, chatbot, error, modalities, badge, stats, question]
+        send.click(on_send, inputs, outputs)
+        question.submit(on_send, inputs, outputs)
+        clear.click(on_clear, None, [*outputs, *uploads.values()])
+    return blocks
+
+
+def demo(
+    fit_config: str,
+    ckpt: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    imagebind_checkpoint: str | None = None,
+    llm_path: str | None = None,
+    dtype: str | None = None,
+    device: str = "cpu",
+    max_new_tokens: int = 256,
+    top_p: float = 0.01,
+    temperature: float = 1.0,
+    seed: int = 0,
+    max_audio_seconds: float = 600.0,
+    max_video_seconds: float = 300.0,
+) -> None:
+    """Serves the PandaGPT web demo (Gradio) until interrupted.
+
+    Upload any subset of image, video, audio, thermal, depth and IMU files, ask a question and get the answer
+    streamed; the page shows the modalities in the soft token, an "emergent" badge when no image or video was
+    given, per-modality encode time and tokens/s. Nothing is fetched from the internet (no analytics, no share
+    link).
+
+    Args:
+        fit_config: the ``lit-mm fit`` YAML of the model (``--config`` on the command line), e.g.
+            ``configs/pandagpt_7b.yaml`` or ``configs/quickstart/pandagpt.yaml``.
+        ckpt: the delta ``pytorch_model.pt``, a ``last.ckpt`` or a DeepSpeed folder; leave out to run the
+            untrained LoRA and projection (the page says so).
+        host: address to listen on (``0.0.0.0`` for every interface).
+        port: port to listen on.
+        imagebind_checkpoint: ImageBind weights; default: the config's embedder checkpoint.
+        llm_path: base LLM folder; overrides the config's.
+        dtype: LLM dtype override (``float32``, ``bfloat16``, ``float16``).
+        device: ``cpu`` or ``cuda``.
+        max_new_tokens: initial "max new tokens" of the page.
+        top_p: initial top-p (the official demo's 0.01).
+        temperature: initial temperature.
+        seed: sampling seed of every answer.
+        max_audio_seconds: longest audio accepted (10 min).
+        max_video_seconds: longest video accepted (5 min).
+    """
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from lit_multimodal.multimodal.pandagpt.chat import PandaGPTChat
+
+    engine = PandaGPTChat.from_files(ckpt, fit_config, imagebind_checkpoint, llm_path, dtype, device)
+    limits = DemoLimits(max_audio_seconds=max_audio_seconds, max_video_seconds=max_video_seconds)
+    handler = DemoHandler(engine, limits, untrained=ckpt is None, seed=seed)
+    blocks = build_ui(handler, max_new_tokens=max_new_tokens, top_p=top_p, temperature=temperature)
+    print(f"PandaGPT demo on http://{host}:{port}", flush=True)
+    blocks.queue(default_concurrency_limit=1).launch(
+        server_name=host, server_port=port, share=False, ssr_mode=False, css=CSS, footer_links=[], quiet=True
+    )
