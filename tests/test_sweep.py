@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from lit_multimodal.sweeps.launchers import SlurmOptions, read_status
 from lit_multimodal.sweeps.plan import (
@@ -128,6 +130,12 @@ def _statuses(out: Path) -> dict[str, str]:
     return {spec.run_dir: read_status(out / spec.run_dir) for spec in read_manifest(out)}
 
 
+def _declared_metrics(run_dir: Path) -> set[str]:
+    events = EventAccumulator(str(run_dir)).Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    return {m.name.tag for m in HParamsPluginData.FromString(content).experiment.metric_infos}
+
+
 def test_local_sweep_searches_selects_runs_finals_and_resumes(tmp_path, vtab_fixture):
     _, base = vtab_fixture
     out = tmp_path / "sweep"
@@ -162,6 +170,11 @@ def test_local_sweep_searches_selects_runs_finals_and_resumes(tmp_path, vtab_fix
     assert "test/top1" in result["metrics"] and result["seed"] == 1
     assert (out / "results.csv").is_file() and (out / "summary.md").is_file()
     assert "kitti" in (out / "summary.md").read_text()  # the report names the failed runs
+    # TensorBoard: a search run (no test split) declares only val/top1, a final run (no val split) only test/top1,
+    # so the HParams tab never shows a placeholder 0 as an accuracy.
+    search_run = out / next(d for d in statuses if d.startswith("search/dtd"))
+    assert _declared_metrics(search_run) == {"val/top1"}
+    assert _declared_metrics(first_final) == {"test/top1"}
 
     # Kill one final run half-way (no result) and let another be recorded as interrupted; then start again.
     done_search = [out / d for d, s in statuses.items() if d.startswith("search/dtd")]

@@ -272,7 +272,11 @@ class ImageClassifier(LightningModule):
         if self.load_report is not None:
             rank_zero_info(self.load_report.summary())
         if self.logger is not None:
-            self.logger.log_hyperparams(self.curated_hparams(), {name: 0.0 for name in HPARAM_METRICS})
+            # Declaring a metric writes a 0 placeholder that TensorBoard shows until a real value replaces it,
+            # so only the splits this run has are declared (a search run has no test split).
+            has_split = getattr(getattr(self.trainer, "datamodule", None), "has_split", lambda role: True)
+            declared = {name: 0.0 for name in HPARAM_METRICS if has_split(name.split("/")[0])}
+            self.logger.log_hyperparams(self.curated_hparams(), declared)
 
     def curated_hparams(self) -> dict[str, Any]:
         """The flat hparams shown in TensorBoard's HParams tab."""
