@@ -161,7 +161,7 @@ class ImageBindEncoder:
             raise FileNotFoundError(
                 f"{len(todo)} of {len(items)} {modality} inputs are not in the embedding cache {cache.folder} "
                 f"(e.g. {missing}); build it with `lit-mm embed --modality {modality} --files ... --out "
-                f"{self.cache_dir}` using the same checkpoint and preprocessing"
+                f"{self.cache_dir}` with the same checkpoint, preset, dtype and preprocessing"
             )
         task = progress.add_task(modality, total=len(todo)) if progress is not None and todo else None
         fresh: dict[int, torch.Tensor] = {}
