@@ -127,12 +127,14 @@ class ImageClassifier(LightningModule):
         if self.feature_cache is None or not hasattr(datamodule, "split_fingerprint"):
             return
         roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        backbone: dict[str, Any] | None = None  # hashing the weights once per stage is enough
         for role in roles.get(stage, ()):
             if not datamodule.has_split(role) or not datamodule.transform_is_deterministic(role):
                 continue
             if isinstance(datamodule.datasets.get(role), FeatureDataset):
                 continue
-            key = self.feature_key(datamodule, role)
+            key = self.feature_key(datamodule, role, backbone)
+            backbone = key["backbone"]
             dataset = datamodule.datasets[role]
             (features, labels), hit = self.feature_cache.get_or_compute(
                 key, lambda dataset=dataset: self.extract_features(dataset, datamodule.batch_size)
@@ -143,11 +145,17 @@ class ImageClassifier(LightningModule):
             )
             datamodule.datasets[role] = FeatureDataset(features, labels)
 
-    def feature_key(self, datamodule: Any, role: str) -> dict[str, Any]:
-        """Cache key of one split: backbone weights, data, transform and precision."""
+    def feature_key(self, datamodule: Any, role: str, backbone: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Cache key of one split: backbone weights, data, transform and precision.
+
+        Args:
+            datamodule: the run's image-classification data module.
+            role: ``train``, ``val`` or ``test``.
+            backbone: the backbone part computed earlier in the same stage (else hashed now).
+        """
         cfg = self.backbone_config
         return {
-            "backbone": backbone_key(self.net.backbone, cfg.arch, cfg.img_size, cfg.pooling),
+            "backbone": backbone or backbone_key(self.net.backbone, cfg.arch, cfg.img_size, cfg.pooling),
             "data": datamodule.split_fingerprint(role),
             "precision": str(self.trainer.precision),
         }

@@ -71,6 +71,7 @@ class PandaGPTChat:
         self.model = model.eval()
         self.encoder = encoder
         self.tokenizer = tokenizer
+        self.generated_tokens = 0
         self.conversation = ConversationTokenizer(
             tokenizer, max_tgt_len=10**9, bos_token_id=model.bos_token_id, pad_token_id=model.pad_token_id
         )
@@ -213,12 +214,14 @@ class PandaGPTChat:
         past = out.past_key_values
         tokens: list[int] = []
         emitted = ""
+        self.generated_tokens = 0  # tokens of the answer in progress (read by the web demo for tokens/s)
         for _ in range(max_new_tokens):
             logits = out.logits[0, -1].float().cpu()
             next_id = _pick(logits, do_sample, top_p, temperature, generator)
             if eos is not None and next_id == eos:
                 break
             tokens.append(next_id)
+            self.generated_tokens = len(tokens)
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             stop = text.find(STOP_TEXT)
             if stop >= 0:

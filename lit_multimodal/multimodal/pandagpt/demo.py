@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
-from lit_multimodal.multimodal.pandagpt.chat import EMERGENT_NOTICE, MODALITY_ORDER, needs_emergent_notice
+from lit_multimodal.multimodal.pandagpt.chat import MODALITY_ORDER, needs_emergent_notice
 
 __all__ = [
     "ChatState",
@@ -55,6 +55,7 @@ SLOT_WORDS = {
     "depth": "a depth map (image or .npy array)",
     "imu": "an IMU recording (.npy or .csv, 6 channels)",
 }
+EMERGENT_BADGE = "Emergent: no image or video given; PandaGPT was trained on image-text pairs only"
 UNTRAINED_NOTE = (
     "**No checkpoint given**: the LoRA and the projection are untrained (LoRA adds nothing, the projection is "
     "random), so the answers show the pipeline, not a trained model. Start with `--ckpt <delta>` to load one."
@@ -136,12 +137,14 @@ def sniff_file(path: str | os.PathLike[str]) -> FileInfo:
 
     try:
         with av.open(path) as container:
-            if container.streams.video:
+            still = container.format.name == "image2" or container.format.name.endswith("_pipe")
+            if container.streams.video and not still:  # a still image PIL cannot read is no video
+                next(container.decode(video=0))  # a header alone is not enough: one frame must decode
                 return FileInfo("video", seconds=_video_seconds(container))
             if container.streams.audio:
                 seconds = float(container.duration) / 1_000_000 if container.duration else None
                 return FileInfo("audio", seconds=seconds, readable=False, detail=container.format.name)
-    except (av.error.FFmpegError, OSError, ValueError):
+    except (av.error.FFmpegError, OSError, ValueError, StopIteration):
         pass
     if path.lower().endswith(".csv"):
         try:
@@ -247,9 +250,11 @@ class DemoHandler:
         self.seed = seed
 
     def _count_tokens(self, text: str) -> int:
-        if not text:
-            return 0
-        return len(self.engine.tokenizer(text, add_special_tokens=False).input_ids)
+        """Tokens generated so far: the engine's count, else the answer re-tokenized."""
+        count = getattr(self.engine, "generated_tokens", None)
+        if isinstance(count, int):
+            return count
+        return len(self.engine.tokenizer(text, add_special_tokens=False).input_ids) if text else 0
 
     def respond(
         self,
@@ -401,7 +406,7 @@ def build_ui(handler: DemoHandler, max_new_tokens: int = 256, top_p: float = 0.0
     }
     limits = handler.limits
     with gr.Blocks(title="PandaGPT demo", analytics_enabled=False) as blocks:
-        state = gr.State(ChatState)
+        state = gr.State(None)  # a ChatState, made on the first request of a session
         gr.Markdown(
             "## PandaGPT\nUpload any subset of the inputs, ask a question. All inputs are summed into one soft "
             "token. The model was trained on image-text pairs only: answers without an image or video rely on "
@@ -410,20 +415,23 @@ def build_ui(handler: DemoHandler, max_new_tokens: int = 256, top_p: float = 0.0
         )
         gr.Markdown(UNTRAINED_NOTE, elem_id="untrained-note", visible=handler.untrained)
         with gr.Row():
-            with gr.Column(scale=1):
-                uploads = {
-                    name: gr.File(label=labels[name], elem_id=f"input-{name}", type="filepath", height=90)
-                    for name in MODALITY_ORDER
-                }
+            with gr.Column(scale=2, min_width=420):
+                uploads = {}
+                for pair in (("image", "video"), ("audio", "thermal"), ("depth", "imu")):
+                    with gr.Row():
+                        for name in pair:
+                            uploads[name] = gr.File(
+                                label=labels[name], elem_id=f"input-{name}", type="filepath", height=140
+                            )
                 max_tokens = gr.Slider(1, 1024, value=max_new_tokens, step=1, label="Max new tokens")
                 top_p_box = gr.Slider(0.01, 1.0, value=top_p, step=0.01, label="Top-p")
                 temperature_box = gr.Slider(0.01, 2.0, value=temperature, step=0.01, label="Temperature")
-            with gr.Column(scale=2):
+            with gr.Column(scale=3):
                 chatbot = gr.Chatbot(label="PandaGPT", elem_id="chatbot", height=420, feedback_options=None)
                 error = gr.Markdown("", elem_id="demo-error", visible=False)
                 with gr.Row():
                     modalities = gr.Markdown(modalities_text(()), elem_id="modalities")
-                    badge = gr.Markdown("Emergent: no image or video given", elem_id="emergent-badge", visible=False)
+                    badge = gr.Markdown(EMERGENT_BADGE, elem_id="emergent-badge", visible=False)
                 stats = gr.Markdown("", elem_id="stats")
                 question = gr.Textbox(label="Question", placeholder="Ask about the inputs", elem_id="question")
                 with gr.Row():
@@ -432,6 +440,7 @@ def build_ui(handler: DemoHandler, max_new_tokens: int = 256, top_p: float = 0.0
 
         def on_send(chat_state, text, tokens, nucleus, temp, *paths):
             files = dict(zip(MODALITY_ORDER, paths, strict=True))
+            chat_state = chat_state if isinstance(chat_state, ChatState) else ChatState()
             for reply in handler.respond(chat_state, files, text, tokens, nucleus, temp):
                 if reply.error:
                     yield (
@@ -444,22 +453,23 @@ def build_ui(handler: DemoHandler, max_new_tokens: int = 256, top_p: float = 0.0
                     history_messages(reply.history),
                     gr.update(value="", visible=False),
                     modalities_text(reply.modalities),
-                    gr.update(value=f"Emergent · {EMERGENT_NOTICE.removeprefix('note: ')}", visible=reply.emergent),
+                    gr.update(value=EMERGENT_BADGE, visible=reply.emergent),
                     stats_text(reply),
                     "" if reply.done else gr.update(),
                 )
 
         def on_clear():
             return (
-                ChatState(), [], gr.update(value="", visible=False), modalities_text(()),
+                None, [], gr.update(value="", visible=False), modalities_text(()),
                 gr.update(visible=False), "", "", *[None for _ in MODALITY_ORDER],
             )  # fmt: skip
 
-        inputs = [state, question, max_tokens, top_p_box, temperature_box, *uploads.values()]
+        slots = [uploads[name] for name in MODALITY_ORDER]  # the order on_send and on_clear use
+        inputs = [state, question, max_tokens, top_p_box, temperature_box, *slots]
         outputs = [state, chatbot, error, modalities, badge, stats, question]
         send.click(on_send, inputs, outputs)
         question.submit(on_send, inputs, outputs)
-        clear.click(on_clear, None, [*outputs, *uploads.values()])
+        clear.click(on_clear, None, [*outputs, *slots])
     return blocks
 
 
