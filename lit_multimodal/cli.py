@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -46,7 +47,8 @@ EPILOG = (
     "Other commands: lit-mm prepare fgvc --help (split files from an original FGVC archive), "
     "lit-mm sweep --help (search and seeded finals, local or SLURM), lit-mm report --help (tables and plot), "
     "lit-mm embed --help (ImageBind embedding cache), "
-    "lit-mm zeroshot --help (files vs text labels in ImageBind's shared space)."
+    "lit-mm zeroshot --help (files vs text labels in ImageBind's shared space), "
+    "lit-mm export / chat / demo --help (PandaGPT deltas, terminal chat, web demo)."
 )
 
 USER_ERRORS = (
@@ -246,6 +248,7 @@ def _user_error(err: BaseException) -> BaseException | None:
 
 
 FUNCTION_COMMANDS = ("prepare", "sweep", "report", "embed", "zeroshot", "export", "chat", "demo")
+FIT_CONFIG_COMMANDS = ("export", "chat", "demo")
 
 
 def _run_function_command(args: list[str]) -> None:
@@ -258,14 +261,17 @@ def _run_function_command(args: list[str]) -> None:
     from lit_multimodal.sweeps.report import report
     from lit_multimodal.sweeps.runner import sweep
 
-    commands = {"prepare": {"fgvc": prepare_fgvc}, "sweep": sweep, "report": report, "embed": embed}
-    commands["zeroshot"] = zeroshot
-    commands["export"] = export
-    commands["chat"] = chat
-    commands["demo"] = demo
-    if args and args[0] in ("export", "chat", "demo"):
-        import re
-
+    commands = {
+        "prepare": {"fgvc": prepare_fgvc},
+        "sweep": sweep,
+        "report": report,
+        "embed": embed,
+        "zeroshot": zeroshot,
+        "export": export,
+        "chat": chat,
+        "demo": demo,
+    }
+    if args and args[0] in FIT_CONFIG_COMMANDS:
         # jsonargparse keeps --config for its own config files; these commands take a fit config as --config.
         args = [args[0], *(re.sub(r"^--config(?==|$)", "--fit_config", arg) for arg in args[1:])]
     summary = auto_cli(commands, args=args, as_positional=False)
