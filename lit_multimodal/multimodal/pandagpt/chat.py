@@ -229,7 +229,9 @@ class PandaGPTChat:
                 if final.startswith(emitted) and len(final) > len(emitted):
                     yield final[len(emitted) :]
                 return
-            safe = text.rstrip("#").rstrip()
+            # A character spelled as several byte tokens decodes to U+FFFD until its last byte arrives: hold it
+            # back, or the completed text would no longer extend what was already sent.
+            safe = text.rstrip("#").rstrip().rstrip("\ufffd")
             if safe.startswith(emitted) and len(safe) > len(emitted):
                 yield safe[len(emitted) :]
                 emitted = safe
