@@ -9,10 +9,10 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
 from lit_multimodal.training.optim import OptimConfig, build_optimizer, build_scheduler, scaled_lr
 from lit_multimodal.vision.backbones import BackboneConfig, build_vit
 from lit_multimodal.vision.checkpoints import load_backbone_checkpoint
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 HPARAM_METRICS = ("val/top1", "test/top1")
 
 
-class ImageClassifier(LightningModule):
+class ImageClassifier(TrainableOnlyCheckpoints):
     """A frozen (or partly frozen) ViT with a linear head, tuned by one of six methods.
 
     Args:
@@ -310,28 +310,7 @@ class ImageClassifier(LightningModule):
         """Logs the epoch's learning rate (epoch 0 runs at 0 under the official warmup)."""
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_epoch=True, on_step=False)
 
-    # -- trainable-only checkpoints ---------------------------------------------------------------
-    def trainable_state_keys(self) -> set[str]:
-        """State-dict keys of the trainable parameters."""
-        return {name for name, param in self.named_parameters() if param.requires_grad}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Drops frozen tensors: a ViT-B/16 VPT-Deep checkpoint is a few MB, not 340 MB."""
-        keep = self.trainable_state_keys()
-        if "state_dict" in checkpoint:
-            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-        checkpoint["trainable_only"] = True
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Insists that every trainable tensor is in the checkpoint and nothing unknown is."""
-        state = checkpoint.get("state_dict")
-        if state is None:  # DeepSpeed keeps module weights in its own files
-            return
-        own = set(self.state_dict())
-        missing = sorted(self.trainable_state_keys() - set(state))
-        unexpected = sorted(set(state) - own)
-        if missing or unexpected:
-            raise KeyError(
-                f"checkpoint does not match this model (tuning {self.tuning!r}): missing trainable tensors "
-                f"{missing[:8]}, unexpected tensors {unexpected[:8]}"
-            )
+    # -- trainable-only checkpoints (TrainableOnlyCheckpoints) ---------------------------------------
+    def checkpoint_description(self) -> str:
+        """The tuning method, for the message of a checkpoint that does not fit."""
+        return f"tuning {self.tuning!r}"

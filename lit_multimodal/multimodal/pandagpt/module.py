@@ -15,12 +15,12 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lit_multimodal.multimodal.pandagpt.conversation import IGNORE_INDEX
 from lit_multimodal.multimodal.pandagpt.embedder import Embedder
+from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
 from lit_multimodal.training.warmup_decay import build_warmup_decay_scheduler, pandagpt_warmup_steps
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def _torch_dtype(name: str) -> torch.dtype | str:
     return "auto" if name == "auto" else getattr(torch, name)
 
 
-class PandaGPT(LightningModule):
+class PandaGPT(TrainableOnlyCheckpoints):
     """PandaGPT: LoRA on a local causal LM plus a linear projection of one modality embedding per sample.
 
     Args:
@@ -238,10 +238,6 @@ class PandaGPT(LightningModule):
             trainable=sum(_numel(p) for p in params if p.requires_grad),
             backbone=self.backbone_params,
         )
-
-    def trainable_state_keys(self) -> set[str]:
-        """State-dict keys of the trainable parameters."""
-        return {name for name, param in self.named_parameters() if param.requires_grad}
 
     # -- forward ----------------------------------------------------------------------------------
     def embed_inputs(self, paths: list[str]) -> torch.Tensor:
@@ -417,24 +413,7 @@ class PandaGPT(LightningModule):
         """Logs the learning rate of the step."""
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
 
-    # -- trainable-only checkpoints ---------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keeps LoRA and ``llama_proj`` only: a 7B checkpoint is about 150 MB instead of 27 GB."""
-        keep = self.trainable_state_keys()
-        if "state_dict" in checkpoint:
-            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-        checkpoint["trainable_only"] = True
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Insists that every trainable tensor is in the checkpoint and nothing unknown is."""
-        state = checkpoint.get("state_dict")
-        if state is None:  # DeepSpeed keeps module weights in its own files
-            return
-        missing = sorted(self.trainable_state_keys() - set(state))
-        unexpected = sorted(set(state) - set(self.state_dict()))
-        if missing or unexpected:
-            raise KeyError(
-                f"checkpoint does not match this PandaGPT (LoRA r {self.hparams.lora_r} on "
-                f"{self.hparams.lora_target_modules}): missing trainable tensors {missing[:8]}, "
-                f"unexpected tensors {unexpected[:8]}"
-            )
+    # -- trainable-only checkpoints (TrainableOnlyCheckpoints) ---------------------------------------
+    def checkpoint_description(self) -> str:
+        """The LoRA shape, for the message of a checkpoint that does not fit."""
+        return f"PandaGPT, LoRA r {self.hparams.lora_r} on {self.hparams.lora_target_modules}"
