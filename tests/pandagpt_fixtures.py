@@ -91,3 +91,35 @@ def write_llava_json(root: Path, n: int = 4) -> tuple[Path, Path]:
     path = root / "llava.json"
     path.write_text(json.dumps(records))
     return path, images
+
+
+def tiny_pandagpt(root: Path, seed: int = 1):
+    """A tiny LLaMA written under ``root / "llm"`` and a PandaGPT on it whose LoRA B is non-zero (LoRA matters).
+
+    Returns:
+        ``(llm folder, model in eval mode)``.
+    """
+    from lit_multimodal.multimodal.pandagpt.module import PandaGPT
+    from lit_multimodal.multimodal.pandagpt.tiny import write_tiny_llama
+
+    llm = write_tiny_llama(root / "llm")
+    torch.manual_seed(seed)
+    model = PandaGPT(llm_path=str(llm), lora_r=4, lora_alpha=8, lora_dropout=0.0).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".lora_B." in name:
+                param.normal_(0, 0.05)
+    return llm, model
+
+
+def write_chat_fit_config(root: Path, llm: Path, encoder_init: str = "preset: tiny") -> Path:
+    """A fit config naming the tiny LLaMA (LoRA r 4, alpha 8) and a tiny ImageBind embedder, for chat/export."""
+    init = "".join(f"        {line}\n" for line in encoder_init.splitlines())
+    config = root / "fit.yaml"
+    config.write_text(
+        "model:\n  class_path: lit_multimodal.multimodal.pandagpt.module.PandaGPT\n  init_args:\n"
+        f"    llm_path: {llm}\n    lora_r: 4\n    lora_alpha: 8\n    embedder:\n"
+        "      class_path: lit_multimodal.multimodal.imagebind.ImageBindEncoder\n"
+        f"      init_args:\n{init}"
+    )
+    return config

@@ -18,8 +18,7 @@ from lit_multimodal.multimodal.imagebind.encode import ImageBindEncoder
 from lit_multimodal.multimodal.pandagpt import chat as chat_module
 from lit_multimodal.multimodal.pandagpt.chat import EMERGENT_NOTICE, ChatInputError, PandaGPTChat
 from lit_multimodal.multimodal.pandagpt.export import delta_state_dict
-from lit_multimodal.multimodal.pandagpt.module import PandaGPT
-from lit_multimodal.multimodal.pandagpt.tiny import write_tiny_llama
+from tests.pandagpt_fixtures import tiny_pandagpt, write_chat_fit_config
 
 
 def write_wav(path: Path, seconds: float = 2.0, rate: int = 16000) -> Path:
@@ -37,22 +36,10 @@ def write_wav(path: Path, seconds: float = 2.0, rate: int = 16000) -> Path:
 def setup(tmp_path_factory):
     """A tiny PandaGPT with non-zero LoRA, its delta, a fit config naming tiny ImageBind, and input files."""
     root = tmp_path_factory.mktemp("chat")
-    llm = write_tiny_llama(root / "llm")
-    torch.manual_seed(1)
-    model = PandaGPT(llm_path=str(llm), lora_r=4, lora_alpha=8, lora_dropout=0.0).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if ".lora_B." in name:
-                param.normal_(0, 0.05)
+    llm, model = tiny_pandagpt(root, seed=1)
     delta = root / "pytorch_model.pt"
     torch.save(delta_state_dict(model), delta)
-    config = root / "fit.yaml"
-    config.write_text(
-        "model:\n  class_path: lit_multimodal.multimodal.pandagpt.module.PandaGPT\n  init_args:\n"
-        f"    llm_path: {llm}\n    lora_r: 4\n    lora_alpha: 8\n    embedder:\n"
-        "      class_path: lit_multimodal.multimodal.imagebind.ImageBindEncoder\n"
-        "      init_args:\n        preset: tiny\n        cache_only: true\n        cache_dir: /nonexistent\n"
-    )
+    config = write_chat_fit_config(root, llm, "preset: tiny\ncache_only: true\ncache_dir: /nonexistent")
     image = root / "cat.png"
     Image.fromarray((np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)).save(image)
     audio = write_wav(root / "tone.wav")

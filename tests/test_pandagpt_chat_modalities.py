@@ -18,8 +18,7 @@ from lit_multimodal.multimodal.imagebind.encode import ImageBindEncoder
 from lit_multimodal.multimodal.pandagpt import chat as chat_module
 from lit_multimodal.multimodal.pandagpt.chat import EMERGENT_NOTICE, PandaGPTChat
 from lit_multimodal.multimodal.pandagpt.export import delta_state_dict
-from lit_multimodal.multimodal.pandagpt.module import PandaGPT
-from lit_multimodal.multimodal.pandagpt.tiny import write_tiny_llama
+from tests.pandagpt_fixtures import tiny_pandagpt, write_chat_fit_config
 
 MODALITIES = ("image", "video", "audio", "depth", "thermal", "imu")
 PROMPT = "What is going on here?"
@@ -80,22 +79,10 @@ def write_inputs(root: Path) -> dict[str, str]:
 def setup(tmp_path_factory):
     """A tiny PandaGPT with non-zero LoRA, its delta, a fit config naming tiny ImageBind, and six input files."""
     root = tmp_path_factory.mktemp("chat_modalities")
-    llm = write_tiny_llama(root / "llm")
-    torch.manual_seed(2)
-    model = PandaGPT(llm_path=str(llm), lora_r=4, lora_alpha=8, lora_dropout=0.0).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if ".lora_B." in name:
-                param.normal_(0, 0.05)
+    llm, model = tiny_pandagpt(root, seed=2)
     delta = root / "pytorch_model.pt"
     torch.save(delta_state_dict(model), delta)
-    config = root / "fit.yaml"
-    config.write_text(
-        "model:\n  class_path: lit_multimodal.multimodal.pandagpt.module.PandaGPT\n  init_args:\n"
-        f"    llm_path: {llm}\n    lora_r: 4\n    lora_alpha: 8\n    embedder:\n"
-        "      class_path: lit_multimodal.multimodal.imagebind.ImageBindEncoder\n"
-        "      init_args:\n        preset: tiny\n"
-    )
+    config = write_chat_fit_config(root, llm)
     encoder = ImageBindEncoder(preset="tiny", config={"pandagpt_skip_audio_scale": True}, progress=False)
     return SimpleNamespace(
         root=root, model=model, delta=delta, config=config, files=write_inputs(root),

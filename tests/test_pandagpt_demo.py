@@ -16,7 +16,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from lit_multimodal.multimodal.imagebind.encode import ImageBindEncoder
@@ -30,8 +29,7 @@ from lit_multimodal.multimodal.pandagpt.demo import (
     history_messages,
     stats_text,
 )
-from lit_multimodal.multimodal.pandagpt.module import PandaGPT
-from lit_multimodal.multimodal.pandagpt.tiny import write_tiny_llama
+from tests.pandagpt_fixtures import tiny_pandagpt
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -72,13 +70,7 @@ def write_mp4(path: Path, seconds: float = 2.0, fps: int = 10) -> Path:
 def setup(tmp_path_factory):
     """A tiny PandaGPT engine (non-zero LoRA) and input files of every kind."""
     root = tmp_path_factory.mktemp("demo")
-    llm = write_tiny_llama(root / "llm")
-    torch.manual_seed(1)
-    model = PandaGPT(llm_path=str(llm), lora_r=4, lora_alpha=8, lora_dropout=0.0).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if ".lora_B." in name:
-                param.normal_(0, 0.05)
+    llm, model = tiny_pandagpt(root, seed=1)
     encoder = ImageBindEncoder(preset="tiny", config={"pandagpt_skip_audio_scale": True}, progress=False)
     engine = PandaGPTChat(model, encoder)
     broken = root / "broken.jpg"
