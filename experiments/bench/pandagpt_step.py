@@ -52,6 +52,14 @@ import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 VARIANTS = ("live", "cached")
+#: ImageBind sizes: ``tiny`` (tests), ``small`` (the tiny model with a ViT-S-sized vision trunk: width 384,
+#: 12 blocks, 6 heads, the only trunk image instructions use), ``huge`` (the released model; CUDA only).
+IMAGEBIND_SIZES = {
+    "tiny": ("tiny", {}),
+    "small": ("tiny", {"vision_embed_dim": 384, "vision_num_blocks": 12, "vision_num_heads": 6}),
+    "huge": ("huge", {}),
+}
+
 #: LLaMA shapes: ``tiny`` is the quickstart's test model, ``small`` a 4-layer model of width 256.
 LLM_SIZES = {
     "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128},
@@ -137,10 +145,11 @@ def write_inputs(settings: Settings) -> None:
 def make_encoder(settings: Settings, cached: bool, cache_only: bool):
     from lit_multimodal.multimodal.imagebind.encode import ImageBindEncoder
 
+    preset, overrides = IMAGEBIND_SIZES[settings.imagebind]
     return ImageBindEncoder(
         checkpoint=settings.imagebind_checkpoint,
-        preset=settings.imagebind,
-        config={"pandagpt_skip_audio_scale": True},
+        preset=preset,
+        config={"pandagpt_skip_audio_scale": True, **overrides},
         dtype=settings.imagebind_dtype,
         device=settings.device,
         batch_size=settings.batch,
@@ -387,7 +396,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--llm", choices=sorted(LLM_SIZES), default=None, help="LLaMA size (default tiny)")
-    parser.add_argument("--imagebind", choices=("tiny", "huge"), default="tiny", help="huge: CUDA only")
+    parser.add_argument("--imagebind", choices=sorted(IMAGEBIND_SIZES), default="tiny", help="huge: CUDA only")
     parser.add_argument("--imagebind-checkpoint", default=None, help="weights (default: random, fixed seed)")
     parser.add_argument("--imagebind-dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
     parser.add_argument("--batch", type=int, default=None, help="images per step (default 4)")
