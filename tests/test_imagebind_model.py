@@ -15,8 +15,9 @@ from lit_multimodal.multimodal.imagebind.checkpoint import (
     load_imagebind_state,
 )
 from lit_multimodal.multimodal.imagebind.config import MODALITIES, ImageBindConfig
-from lit_multimodal.multimodal.imagebind.layers import Attention, Block, build_causal_attention_mask
+from lit_multimodal.multimodal.imagebind.layers import Attention, Block
 from lit_multimodal.multimodal.imagebind.model import ImageBindModel
+from lit_multimodal.multimodal.imagebind.preprocessors import build_causal_attention_mask
 
 KEYS_TSV = Path(__file__).parent / "data" / "imagebind_huge_state_dict_keys.tsv"
 EOT = 49407

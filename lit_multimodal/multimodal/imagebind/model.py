@@ -9,18 +9,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .config import MODALITIES, ImageBindConfig
-from .layers import (
-    IMUPreprocessor,
-    LearnableLogitScaling,
-    Normalize,
-    PadIm2Video,
-    PatchEmbedGeneric,
-    RGBDTPreprocessor,
-    SelectElement,
-    SelectEOSAndProject,
-    TextPreprocessor,
-    Trunk,
-)
+from .heads import LearnableLogitScaling, Normalize, SelectElement, SelectEOSAndProject
+from .layers import Trunk
+from .preprocessors import IMUPreprocessor, PadIm2Video, PatchEmbedGeneric, RGBDTPreprocessor, TextPreprocessor
 
 __all__ = ["MODALITIES", "ImageBindModel"]
 
