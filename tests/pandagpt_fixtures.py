@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import wave
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -123,3 +125,15 @@ def write_chat_fit_config(root: Path, llm: Path, encoder_init: str = "preset: ti
         f"      init_args:\n{init}"
     )
     return config
+
+
+def write_wav(path: Path, seconds: float = 2.0, rate: int = 16000, frequency: float = 440.0) -> Path:
+    """A mono 16-bit PCM sine tone, written with the standard library's ``wave`` module."""
+    t = np.arange(int(seconds * rate)) / rate
+    samples = (0.3 * np.sin(2 * np.pi * frequency * t) * 32767).astype(np.int16)
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(samples.tobytes())
+    return path

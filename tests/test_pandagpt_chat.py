@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import wave
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,18 +16,7 @@ from lit_multimodal.multimodal.imagebind.encode import ImageBindEncoder
 from lit_multimodal.multimodal.pandagpt import chat as chat_module
 from lit_multimodal.multimodal.pandagpt.chat import EMERGENT_NOTICE, ChatInputError, PandaGPTChat
 from lit_multimodal.multimodal.pandagpt.export import delta_state_dict
-from tests.pandagpt_fixtures import tiny_pandagpt, write_chat_fit_config
-
-
-def write_wav(path: Path, seconds: float = 2.0, rate: int = 16000) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    samples = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(samples.tobytes())
-    return path
+from tests.pandagpt_fixtures import tiny_pandagpt, write_chat_fit_config, write_wav
 
 
 @pytest.fixture(scope="module")

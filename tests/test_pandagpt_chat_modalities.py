@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,22 +17,11 @@ from lit_multimodal.multimodal.imagebind.encode import ImageBindEncoder
 from lit_multimodal.multimodal.pandagpt import chat as chat_module
 from lit_multimodal.multimodal.pandagpt.chat import EMERGENT_NOTICE, PandaGPTChat
 from lit_multimodal.multimodal.pandagpt.export import delta_state_dict
-from tests.pandagpt_fixtures import tiny_pandagpt, write_chat_fit_config
+from tests.pandagpt_fixtures import tiny_pandagpt, write_chat_fit_config, write_wav
 
 MODALITIES = ("image", "video", "audio", "depth", "thermal", "imu")
 PROMPT = "What is going on here?"
 CASES = [MODALITIES, *[(name,) for name in MODALITIES], ("audio", "depth"), ("video", "imu"), ("thermal", "image")]
-
-
-def write_wav(path: Path, seconds: float = 2.0, rate: int = 16000) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    samples = (0.3 * np.sin(2 * np.pi * 330 * t) * 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(samples.tobytes())
-    return path
 
 
 def write_video(path: Path, frames: int = 20, fps: int = 10, size: tuple[int, int] = (160, 120)) -> Path:
@@ -67,7 +55,7 @@ def write_inputs(root: Path) -> dict[str, str]:
     files = {
         "image": image,
         "video": write_video(root / "clip.mp4"),
-        "audio": write_wav(root / "tone.wav"),
+        "audio": write_wav(root / "tone.wav", frequency=330),
         "depth": depth,
         "thermal": thermal,
         "imu": imu,

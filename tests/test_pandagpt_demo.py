@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import wave
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,29 +20,12 @@ from PIL import Image
 from lit_multimodal.multimodal.imagebind.encode import ImageBindEncoder
 from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
 from lit_multimodal.multimodal.pandagpt.chat import MODALITY_ORDER, PandaGPTChat
-from lit_multimodal.multimodal.pandagpt.demo import (
-    ChatState,
-    DemoHandler,
-    DemoLimits,
-    check_input_file,
-    history_messages,
-    stats_text,
-)
-from tests.pandagpt_fixtures import tiny_pandagpt
+from lit_multimodal.multimodal.pandagpt.demo import ChatState, DemoHandler, history_messages, stats_text
+from lit_multimodal.multimodal.pandagpt.demo_inputs import DemoLimits, check_input_file
+from tests.pandagpt_fixtures import tiny_pandagpt, write_wav
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-
-
-def write_wav(path: Path, seconds: float = 2.0, rate: int = 16000) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    samples = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(samples.tobytes())
-    return path
 
 
 def write_png(path: Path, seed: int = 0) -> Path:
