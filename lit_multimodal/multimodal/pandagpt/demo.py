@@ -19,7 +19,7 @@ from typing import Any
 
 from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
 from lit_multimodal.multimodal.pandagpt.chat import MODALITY_ORDER, needs_emergent_notice
-from lit_multimodal.multimodal.pandagpt.demo_inputs import DemoLimits, check_input_file, format_minutes, sniff_file
+from lit_multimodal.multimodal.pandagpt.demo_inputs import DemoLimits, check_input_file, format_minutes
 
 __all__ = ["ChatState", "DemoHandler", "DemoReply", "build_ui", "demo"]
 
