@@ -10,7 +10,7 @@ Each row is compared with
 
 * ``reference``: VPT-Deep p=50, fp32, with the hand-written attention of :func:`reference_attention`
   (the official VPT code's explicit ``softmax(Q K^T) V``), in a bare loop: ``speedup_vs_reference`` and
-  ``memory_vs_reference``;
+  ``memory_vs_reference``; ``reference@bf16``, the same under bf16 autocast: ``speedup_vs_reference_bf16``;
 * the same variant with ``+lightning`` (``Trainer.fit`` on the same module and loader, timed start to
   start of each batch): ``lightning_overhead``;
 * ``full`` fine-tuning in the same setup: ``ratio_vs_full`` against its FLOP floor ``floor_ratio_vs_full``;
@@ -177,7 +177,8 @@ class Variant:
     """One benchmarked configuration.
 
     Spelled ``<method>[@fp32|@bf16][+math|+fused][+compile][+ckpt][+lightning]``, e.g. ``vpt_deep_p50@bf16+compile``;
-    ``reference`` is VPT-Deep p=50 in fp32 with the hand-written attention below and a bare loop.
+    ``reference`` is VPT-Deep p=50 in fp32 with the hand-written attention below and a bare loop;
+    ``reference@bf16`` the same under bf16 autocast.
 
     Attributes:
         method: tuning method and prompt length.
@@ -200,7 +201,7 @@ class Variant:
     def name(self) -> str:
         """The canonical spelling (the JSON key)."""
         if self.attention == "reference":
-            return "reference"
+            return "reference" if self.precision == "fp32" else f"reference@{self.precision}"
         options = [self.attention] if self.attention != "auto" else []
         options += ["compile"] * self.compile + ["ckpt"] * self.checkpointing + ["lightning"] * (self.loop != "bare")
         return f"{self.method.name}@{self.precision}" + "".join(f"+{o}" for o in options)
@@ -212,8 +213,8 @@ class Variant:
 
 def parse_variant(spec: str, default_precision: str) -> Variant:
     """Parses a variant spelling (see :class:`Variant`); a missing ``@precision`` takes ``default_precision``."""
-    if spec == "reference":
-        return Variant(parse_method("vpt_deep_p50"), "fp32", "reference")
+    if spec in ("reference", "reference@fp32", "reference@bf16"):
+        return Variant(parse_method("vpt_deep_p50"), spec.partition("@")[2] or "fp32", "reference")
     head, *options = spec.split("+")
     method_spec, _, precision = head.partition("@")
     precision = precision or default_precision
@@ -545,7 +546,7 @@ def run(variants: list[Variant], settings: Settings, rounds: int, steps: int) ->
     by_name = {v.name: v for v in variants}
     gpu = torch.cuda.get_device_name(0) if settings.device == "cuda" else None
     peaks = peak_tflops(gpu)
-    reference = results.get("reference")
+    reference, reference_bf16 = results.get("reference"), results.get("reference@bf16")
     for name, row in results.items():
         variant = by_name[name]
         row["floor_ratio_vs_full"] = floor_ratio(geometry, row["tuning"], row["num_prompts"])
@@ -553,7 +554,8 @@ def run(variants: list[Variant], settings: Settings, rounds: int, steps: int) ->
         row["achieved_tflops"] = row["step_gflops"] / row["step_time_s"] / 1e3
         if peaks is not None:
             row["mfu"] = row["achieved_tflops"] / peaks[variant.precision]
-        full = results.get(variant.same_setup(parse_method("full")).name) if name != "reference" else None
+        is_reference = variant.attention == "reference"
+        full = results.get(variant.same_setup(parse_method("full")).name) if not is_reference else None
         if full is not None:
             row["ratio_vs_full"] = row["step_time_s"] / full["step_time_s"]
             row["ratio_vs_full_of_min"] = row["min_step_time_s"] / full["min_step_time_s"]
@@ -565,6 +567,8 @@ def run(variants: list[Variant], settings: Settings, rounds: int, steps: int) ->
         if reference is not None and name != "reference":
             row["speedup_vs_reference"] = reference["step_time_s"] / row["step_time_s"]
             row["memory_vs_reference"] = row["peak_memory_growth_mb"] / max(reference["peak_memory_growth_mb"], 1e-9)
+        if reference_bf16 is not None and not is_reference:
+            row["speedup_vs_reference_bf16"] = reference_bf16["step_time_s"] / row["step_time_s"]
         if variant.loop == "lightning":
             bare = results.get(Variant(variant.method, variant.precision, variant.attention, variant.compile,
                                        variant.checkpointing).name)  # fmt: skip

@@ -13,7 +13,6 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-import soundfile
 import torch
 
 from .errors import InputError, describe_path
@@ -278,6 +277,8 @@ def read_audio(path: PathLike, sample_rate: int = 16000) -> torch.Tensor:
     Raises:
         InputError: Missing, unreadable or empty file.
     """
+    import soundfile  # loads libsndfile on first use only, so the model and the embedding API import without it
+
     name = describe_path(path)
     if not os.path.exists(path):
         raise InputError(f"{name}: file not found, an audio file (WAV/FLAC) expected")

@@ -12,11 +12,14 @@ import math
 import os
 from collections.abc import Sequence
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import av
 
 from .errors import InputError, describe_path
 from .image import CLIP_MEAN, CLIP_STD
@@ -154,6 +157,8 @@ def spatial_crops(video: torch.Tensor, size: int, crops: int = 3) -> list[torch.
 
 
 def _open(path: PathLike) -> av.container.InputContainer:
+    import av  # the decoder loads only when a video is read, so the model and the embedding API import without it
+
     name = describe_path(path)
     if not os.path.exists(path):
         raise InputError(f"{name}: file not found, a video file expected")
@@ -169,6 +174,8 @@ def _open(path: PathLike) -> av.container.InputContainer:
 
 def _decode(path: PathLike, wanted: set[int]) -> tuple[dict[int, np.ndarray], int]:
     """Decode every frame once; keep the RGB arrays at ``wanted`` indices and count all frames."""
+    import av
+
     kept: dict[int, np.ndarray] = {}
     count = 0
     container = _open(path)
