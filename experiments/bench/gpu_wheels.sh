@@ -26,4 +26,9 @@ python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version "
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$dest" "${pure[@]}" pydantic-core==2.46.4
 python3 -m pip wheel --quiet --no-deps -w "$dest" deepspeed==0.19.8
+# The test part (pytest -m gpu) collects every test module, and some import the audio/video readers and submitit at
+# the top: these bring libsndfile and FFmpeg inside their wheels (PyAV is about 36 MB).
+python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version "$python_version" --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d "$dest" av==18.1.0 soundfile==0.14.0 cffi==2.0.0 pycparser==3.12 submitit==1.5.4
 ls -1 "$dest"
