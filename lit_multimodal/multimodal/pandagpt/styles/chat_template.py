@@ -82,6 +82,9 @@ class ChatTemplate(PromptStyle):
             raise ValueError("prompt_style chat_template: the full rendering does not extend the per-turn renderings")
         if generation:
             chunks.append((final[len(done) :], False))
+        else:
+            while chunks and not chunks[-1][1]:  # whitespace after the last end marker trains nothing
+                chunks.pop()
         pieces: list[Piece] = []
         for text, trained in chunks:
             if not trained and SENTINEL in text:
