@@ -178,9 +178,14 @@ class PandaGPTChat:
         # (files, n, hidden) summed over files and modalities → (n, hidden); (1, hidden) for one soft token
         return torch.cat(projected, dim=0).sum(dim=0), timings
 
-    def prompt_embeds(self, history: Sequence[tuple[str, str]], message: str, token: torch.Tensor) -> torch.Tensor:
+    def prompt_embeds(
+        self, history: Sequence[tuple[str, str]], message: str, token: torch.Tensor, system: str | None = None
+    ) -> torch.Tensor:
         """``(1, L, hidden)`` inputs: BOS, ``### Human: <Img>``, the soft token(s), then the prompt text."""
-        batch = self.conversation.inference_ids(history, message)
+        batch = self.conversation.inference_ids(history, message, system) if system else (
+            self.conversation.inference_ids(history, message)
+        )
+        self.prompt_tokens = int(batch["input_ids"].shape[1])
         ids = batch["input_ids"].to(self.device)
         position = int(batch["image_position"])
         embeds = self.model.llama_model.get_input_embeddings()(ids)
@@ -198,6 +203,7 @@ class PandaGPTChat:
         temperature: float = 1.0,
         do_sample: bool | None = None,
         seed: int | None = 0,
+        system: str | None = None,
     ) -> Iterator[str]:
         """Streams the answer in pieces; their concatenation is the answer (text before the stop, stripped).
 
@@ -212,6 +218,7 @@ class PandaGPTChat:
             temperature: softmax temperature.
             do_sample: sample (the official); False: greedy; None: the model's ``decoding``.
             seed: seed of the sampler (None: unseeded).
+            system: system prompt replacing the style's (the server passes a request's system message).
         """
         if do_sample is None:
             do_sample = self.default_do_sample
@@ -227,7 +234,7 @@ class PandaGPTChat:
         llm = self.model.llama_model
         stop_ids = set(getattr(self.conversation, "stop_ids", {self.tokenizer.eos_token_id})) - {None}
         stop_strings = tuple(getattr(self.conversation, "stop_strings", (STOP_TEXT,)))
-        out = llm(inputs_embeds=self.prompt_embeds(history, message, embedding), use_cache=True)
+        out = llm(inputs_embeds=self.prompt_embeds(history, message, embedding, system), use_cache=True)
         past = out.past_key_values
         tokens: list[int] = []
         emitted = ""

@@ -21,6 +21,7 @@ which is the same sequence as the official concatenation ``[bos, prefix, image, 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -324,7 +325,9 @@ class ConversationTokenizer:
             "image_position": self.image_position,
         }
 
-    def inference_ids(self, history: Sequence[tuple[str, str]], message: str) -> dict[str, torch.Tensor | int]:
+    def inference_ids(
+        self, history: Sequence[tuple[str, str]], message: str, system: str | None = None
+    ) -> dict[str, torch.Tensor | int]:
         """Prompt ids for generation (the official ``prepare_generation_embedding``), batch of one.
 
         For ``vicuna_v0`` the text part is tokenized as one string here, unlike training (as the official demo).
@@ -332,12 +335,17 @@ class ConversationTokenizer:
         Args:
             history: earlier ``(question, answer)`` pairs.
             message: the new user message.
+            system: a system prompt replacing the style's (ignored by styles without one, e.g. ``vicuna_v0``).
         """
-        before, text, _ = self._tokenize(self.style.generation_pieces(history, message, self.special))
-        if before != self.prompt_start_ids:
+        style = self.style
+        if system is not None and style.has_system and system != style.system:
+            style = copy.copy(style)
+            style.system = system
+        before, text, _ = self._tokenize(style.generation_pieces(history, message, self.special))
+        if style is self.style and before != self.prompt_start_ids:
             raise ConversationError(f"prompt style {self.style.name!r}: generation prefix differs from training")
-        ids = torch.tensor([self.prefix_ids() + text], dtype=torch.long)
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "image_position": self.image_position}
+        ids = torch.tensor([[*before, *[self.pad_token_id] * self.soft_tokens, *text]], dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "image_position": len(before)}
 
 
 def inference_prompt(history: Sequence[tuple[str, str]], message: str) -> str:

@@ -91,6 +91,7 @@ class PromptStyle:
         required_tokens: token strings the vocabulary must hold as single tokens (chat markers).
         mask_from_pad_id: attention mask ``ids != pad`` on the text part (the official PandaGPT) instead of
             from the sequence lengths.
+        has_system: the format has a system prompt (a request's system message is ignored otherwise).
     """
 
     name: ClassVar[str] = ""
@@ -100,6 +101,7 @@ class PromptStyle:
     stop_tokens: ClassVar[tuple[str, ...]] = ()
     required_tokens: ClassVar[tuple[str, ...]] = ()
     mask_from_pad_id: ClassVar[bool] = False
+    has_system: ClassVar[bool] = True
 
     def __init__(self, system: str | None = None) -> None:
         self.system = self.default_system if system is None else system

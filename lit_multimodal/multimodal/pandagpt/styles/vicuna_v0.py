@@ -20,6 +20,7 @@ class VicunaV0(PromptStyle):
     name = "vicuna_v0"
     stop_strings = ("###",)
     mask_from_pad_id = True
+    has_system = False
 
     def training_pieces(self, turns: Sequence[Mapping[str, str]], special: SpecialIds) -> list[Piece]:
         """BOS, ``### Human: <Img>``, the soft slot, then the official per-turn segments."""
