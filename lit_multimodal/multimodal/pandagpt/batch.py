@@ -86,7 +86,10 @@ def run_batch(engine: Any, batch: str, out: str, sampling: dict[str, Any]) -> di
     done = done_ids(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     counts = {"answered": 0, "skipped": 0, "errors": 0}
+    torn = target.is_file() and target.stat().st_size > 0 and not target.read_bytes().endswith(b"\n")
     with target.open("a", encoding="utf-8") as handle, tqdm(total=len(lines), desc="batch chat", unit="q") as bar:
+        if torn:  # a killed run left half a line: start on a fresh one
+            handle.write("\n")
         for number, line in enumerate(lines, start=1):
             bar.update(1)
             if not line.strip():

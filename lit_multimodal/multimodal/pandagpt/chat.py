@@ -240,6 +240,7 @@ class PandaGPTChat:
         emitted = ""
         self.generated_tokens = 0  # tokens of the answer in progress (read by the web demo for tokens/s)
         self.finish_reason = "length"
+        detokenizer = _Detokenizer(self.tokenizer)
         for _ in range(max_new_tokens):
             logits = out.logits[0, -1].float().cpu()
             next_id = _pick(logits, do_sample, top_p, temperature, generator)
@@ -248,7 +249,7 @@ class PandaGPTChat:
                 break
             tokens.append(next_id)
             self.generated_tokens = len(tokens)
-            text = self._decode(tokens)
+            text = detokenizer.add(next_id)
             stops = [text.find(stop) for stop in stop_strings if stop in text]
             if stops:
                 self.finish_reason = "stop"
@@ -256,27 +257,55 @@ class PandaGPTChat:
                 if final.startswith(emitted) and len(final) > len(emitted):
                     yield final[len(emitted) :]
                 return
-            # A character spelled as several byte tokens decodes to U+FFFD until its last byte arrives: hold it
-            # back (and the start of a stop string), or the completed text would no longer extend what was sent.
-            safe = _hold_back(self.tokenizer.decode(tokens, skip_special_tokens=True).rstrip("\ufffd"), stop_strings)
-            safe = safe.replace("\ufffd", "").rstrip()
+            # Hold back the start of a stop string and trailing spaces, so that what is sent stays a prefix.
+            safe = _hold_back(text, stop_strings).rstrip()
             if safe.startswith(emitted) and len(safe) > len(emitted):
                 yield safe[len(emitted) :]
                 emitted = safe
             ids = torch.tensor([[next_id]], device=self.device)
             out = llm(input_ids=ids, past_key_values=past, use_cache=True)
             past = out.past_key_values
-        text = self._decode(tokens).rstrip()
+        text = detokenizer.text.rstrip()
         if text.startswith(emitted) and len(text) > len(emitted):
             yield text[len(emitted) :]
-
-    def _decode(self, tokens: list[int]) -> str:
-        """Text of ``tokens`` without special tokens and without bytes that are not valid UTF-8."""
-        return self.tokenizer.decode(tokens, skip_special_tokens=True).replace("\ufffd", "")
 
     def answer(self, history: Sequence[tuple[str, str]], message: str, embedding: torch.Tensor, **sampling) -> str:
         """The whole answer of :meth:`generate`."""
         return "".join(self.generate(history, message, embedding, **sampling))
+
+
+class _Detokenizer:
+    """Incremental decoding that never yields bytes which are not valid UTF-8.
+
+    A character spelled as several byte tokens decodes to U+FFFD until its last byte arrives: it is held back
+    until it completes. Decoding restarts after each emitted window (as vLLM's detokenizer), so an orphan byte
+    cannot spoil a neighbouring complete character; bytes that never form a character are dropped.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.prefix_offset = 0
+        self.read_offset = 0
+        self.text = ""
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def add(self, token: int) -> str:
+        """Adds a token; returns the clean text so far."""
+        self.tokens.append(token)
+        before = self._decode(self.tokens[self.prefix_offset : self.read_offset])
+        now = self._decode(self.tokens[self.prefix_offset :])
+        if not now.startswith(before):
+            # The new bytes merged with the window's into one invalid run (every byte then decodes to U+FFFD):
+            # decode the new tokens on their own.
+            before, now = "", self._decode(self.tokens[self.read_offset :])
+        complete = len(now) > len(before) and not now.endswith("\ufffd")
+        if complete or len(self.tokens) - self.read_offset > 4:  # no character spans more than 4 byte tokens
+            self.text += now[len(before) :].replace("\ufffd", "")
+            self.prefix_offset, self.read_offset = self.read_offset, len(self.tokens)
+        return self.text
 
 
 def _hold_back(text: str, stop_strings: Sequence[str]) -> str:
