@@ -48,7 +48,7 @@ EPILOG = (
     "lit-mm sweep --help (search and seeded finals, local or SLURM), lit-mm report --help (tables and plot), "
     "lit-mm embed --help (ImageBind embedding cache), "
     "lit-mm zeroshot --help (files vs text labels in ImageBind's shared space), "
-    "lit-mm export / chat / demo --help (PandaGPT deltas, terminal chat, web demo)."
+    "lit-mm export / chat / demo / serve --help (PandaGPT deltas, terminal and batch chat, web demo, OpenAI API)."
 )
 
 USER_ERRORS = (

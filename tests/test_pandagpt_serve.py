@@ -7,7 +7,6 @@ import io
 import socket
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -149,8 +148,14 @@ def test_local_paths_only_with_the_flag(served, tmp_path):
     with pytest.raises(RequestError, match="allow_local_paths"):
         parse_request(body, "m", tmp_path)
     assert parse_request(body, "m", tmp_path, allow_local_paths=True).files == {"image": [str(served.image)]}
-    later = {"model": "m", "messages": [*body["messages"], {"role": "assistant", "content": "x"},
-             {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]}
+    later = {
+        "model": "m",
+        "messages": [
+            *body["messages"],
+            {"role": "assistant", "content": "x"},
+            {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]},
+        ],
+    }
     with pytest.raises(RequestError, match="first user message") as caught:
         parse_request(later, "m", tmp_path, allow_local_paths=True)
     assert caught.value.param == "messages[2].content[0]"
@@ -177,7 +182,9 @@ def test_requests_beyond_the_queue_get_429(tmp_path):
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=30)
     messages = [{"role": "user", "content": [image_part(png_bytes())]}]
     results = []
-    first = threading.Thread(target=lambda: results.append(client.chat.completions.create(model="m", messages=messages)))
+    first = threading.Thread(
+        target=lambda: results.append(client.chat.completions.create(model="m", messages=messages))
+    )
     first.start()
     try:
         assert engine.started.wait(30)

@@ -207,4 +207,7 @@ def test_data_module_skips_and_counts_or_names_the_record(folders, tmp_path, pol
     assert data.skipped["too_long"] == 1 and len(data.datasets["train"]) == 2
     batch = next(iter(data.train_dataloader()))
     assert (batch["target_ids"] != -100).any(dim=1).all()
-    assert torch.equal(batch["input_ids"][:, : batch["image_position"]], batch["input_ids"][:1, : batch["image_position"]].expand(2, -1))
+    assert torch.equal(
+        batch["input_ids"][:, : batch["image_position"]],
+        batch["input_ids"][:1, : batch["image_position"]].expand(2, -1),
+    )

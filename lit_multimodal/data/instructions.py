@@ -276,7 +276,10 @@ class InstructionDataModule(LightningDataModule):
         pad = self.pad_token_id if self.pad_token_id is not None else getattr(model, "pad_token_id", None)
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         style = self.prompt_style or getattr(model, "prompt_style", None) or "vicuna_v0"
-        extra = {"soft_tokens": getattr(model, "soft_tokens", 1), "system_prompt": getattr(model, "system_prompt", None)}
+        extra = {
+            "soft_tokens": getattr(model, "soft_tokens", 1),
+            "system_prompt": getattr(model, "system_prompt", None),
+        }
         return InstructionCollator(
             ConversationTokenizer(tokenizer, max_tgt_len, bos, pad, prompt_style=style, **extra)  # type: ignore[arg-type]
         )
@@ -290,7 +293,9 @@ class InstructionDataModule(LightningDataModule):
             if reason is None:
                 keep.append(position)
             elif self.on_overflow == "error":
-                raise DataError(f"record {indices[position]} of {self.json_path}: {reason} (on_overflow: skip skips it)")
+                raise DataError(
+                    f"record {indices[position]} of {self.json_path}: {reason} (on_overflow: skip skips it)"
+                )
         dropped = len(conversations) - len(keep)
         if dropped:
             self.skipped["too_long"] += dropped

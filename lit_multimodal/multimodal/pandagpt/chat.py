@@ -182,8 +182,10 @@ class PandaGPTChat:
         self, history: Sequence[tuple[str, str]], message: str, token: torch.Tensor, system: str | None = None
     ) -> torch.Tensor:
         """``(1, L, hidden)`` inputs: BOS, ``### Human: <Img>``, the soft token(s), then the prompt text."""
-        batch = self.conversation.inference_ids(history, message, system) if system else (
-            self.conversation.inference_ids(history, message)
+        batch = (
+            self.conversation.inference_ids(history, message, system)
+            if system
+            else (self.conversation.inference_ids(history, message))
         )
         self.prompt_tokens = int(batch["input_ids"].shape[1])
         ids = batch["input_ids"].to(self.device)

@@ -262,8 +262,10 @@ class ConversationTokenizer:
         return None
 
     def _upper_bound(self, turns: Sequence[Mapping[str, str]]) -> int:
-        """Most text-part tokens a conversation can take: each token covers at least one UTF-8 byte, plus one
-        word-start marker per separately tokenized piece."""
+        """Most text-part tokens a conversation can take.
+
+        Each token covers at least one UTF-8 byte, plus one word-start marker per separately tokenized piece.
+        """
         pieces = self.style.training_pieces(turns, self.special)
         after = pieces[[p.soft for p in pieces].index(True) + 1 :] if any(p.soft for p in pieces) else pieces
         return sum(len(p.ids) if p.ids else len(p.text.encode("utf-8")) + 1 for p in after)

@@ -288,12 +288,17 @@ class PandaGPT(TrainableOnlyCheckpoints):
         if len(tokenizer) > rows:
             # Added tokens (chat markers) without embedding rows would index out of range; LoRA does not train
             # the new rows, so they stay at their initialisation.
-            rank_zero_warn(f"tokenizer has {len(tokenizer)} tokens, embeddings {rows}: resizing; new rows are untrained")
+            rank_zero_warn(
+                f"tokenizer has {len(tokenizer)} tokens, embeddings {rows}: resizing; new rows are untrained"
+            )
             llm.resize_token_embeddings(len(tokenizer))
 
     def conversation_tokenizer(self, tokenizer: Any, max_tgt_len: int | None = None) -> Any:
-        """The :class:`~lit_multimodal.multimodal.pandagpt.conversation.ConversationTokenizer` of this model's
-        prompt style, special ids and soft-token count (used by the data, chat, demo and server)."""
+        """The conversation tokenizer of this model's prompt style, special ids and soft-token count.
+
+        A :class:`~lit_multimodal.multimodal.pandagpt.conversation.ConversationTokenizer`, used by the data, chat,
+        demo and server alike.
+        """
         from lit_multimodal.multimodal.pandagpt.conversation import ConversationTokenizer
 
         return ConversationTokenizer(

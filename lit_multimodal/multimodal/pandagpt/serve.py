@@ -247,7 +247,9 @@ def build_app(
                     finish = "stop" if stopped else getattr(engine, "finish_reason", "stop")
                     yield chunk({}, finish, extra={"metadata": metadata(modalities)})
                     if req.include_usage:
-                        final = usage(int(getattr(engine, "prompt_tokens", 0)), int(getattr(engine, "generated_tokens", 0)))
+                        final = usage(
+                            int(getattr(engine, "prompt_tokens", 0)), int(getattr(engine, "generated_tokens", 0))
+                        )
                         payload = {"id": completion_id, "object": "chat.completion.chunk", "created": stamp,
                                    "model": model_name, "choices": [], "usage": final}  # fmt: skip
                         yield f"data: {json.dumps(payload)}\n\n"

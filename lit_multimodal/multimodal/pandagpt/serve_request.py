@@ -169,7 +169,8 @@ def _content_text(content: Any, param: str, media: _Media | None) -> str:
             continue
         if kind not in ("image_url", "input_audio", "video_url", "imagebind"):
             raise RequestError(
-                f"unsupported content part type {kind!r}; expected text, image_url, input_audio, video_url or imagebind",
+                f"unsupported content part type {kind!r}; "
+                "expected text, image_url, input_audio, video_url or imagebind",
                 where,
             )
         if media is None:
@@ -246,8 +247,7 @@ def parse_request(body: Any, model_name: str, folder: Path, allow_local_paths: b
         raise RequestError("the last message must come from the user", "messages")
     if not media.files:
         raise RequestError(
-            "PandaGPT needs at least one image_url, input_audio, video_url or imagebind part in the first user "
-            "message",
+            "PandaGPT needs at least one image_url, input_audio, video_url or imagebind part in the first user message",
             "messages",
         )
     max_tokens = _number(body, "max_completion_tokens", int, 1, 8192)

@@ -227,8 +227,9 @@ def write_tiny_causal_lm(
     """Writes a random-weight tiny model of another architecture family with its special tokens.
 
     The families (:data:`FAMILIES`) reproduce the traps of their real tokenizers: LLaMA-3 headers and
-    ``<|eot_id|>``, Qwen2 ChatML on a byte-level BPE without BOS and with a separate PAD, Gemma turn markers with a chat template,
-    Phi-3's fused ``qkv_proj`` with its template; Mistral uses the LLaMA vocabulary with grouped-query attention.
+    ``<|eot_id|>``, Qwen2 ChatML on a byte-level BPE without BOS and with a separate PAD, Gemma turn markers with
+    a chat template, Phi-3's fused ``qkv_proj`` with its template; Mistral uses the LLaMA vocabulary with
+    grouped-query attention.
 
     Args:
         folder: output folder (created).

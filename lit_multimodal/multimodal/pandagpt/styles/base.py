@@ -128,9 +128,7 @@ class PromptStyle:
         """The pieces of a training conversation (checked PandaGPT turns)."""
         return self.render(turns_to_messages(turns), special, generation=False)
 
-    def generation_pieces(
-        self, history: Sequence[tuple[str, str]], message: str, special: SpecialIds
-    ) -> list[Piece]:
+    def generation_pieces(self, history: Sequence[tuple[str, str]], message: str, special: SpecialIds) -> list[Piece]:
         """The pieces of the prompt for answering ``message`` after ``history``, ending with the reply header."""
         return self.render(history_to_messages(history, message), special, generation=True)
 
@@ -140,7 +138,7 @@ class PromptStyle:
 
 
 class TemplateStyle(PromptStyle):
-    """A turn template written as strings: the common shape of chat formats.
+    r"""A turn template written as strings: the common shape of chat formats.
 
     Subclasses set ``begin`` (before everything; ``{system}`` filled, only when there is a system prompt unless
     ``begin_without_system`` is given), ``user`` (a user turn, ``{content}``), ``assistant_header`` (between a

@@ -29,9 +29,7 @@ class VicunaV0(PromptStyle):
         head = [Piece(ids=(_need(special.bos, "BOS"),)), Piece(PROMPT_START), Piece(soft=True)]
         return head + [Piece(text, trained=trained) for text, trained in segments(turns)]
 
-    def generation_pieces(
-        self, history: Sequence[tuple[str, str]], message: str, special: SpecialIds
-    ) -> list[Piece]:
+    def generation_pieces(self, history: Sequence[tuple[str, str]], message: str, special: SpecialIds) -> list[Piece]:
         """The official demo prompt: the text after the soft token tokenized in one piece."""
         from lit_multimodal.multimodal.pandagpt.conversation import inference_text
 
