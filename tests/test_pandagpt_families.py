@@ -116,3 +116,24 @@ def test_projector_variants_splice_n_tokens(kind, n, base_tokenizer, tmp_path):
     token_embeds = model.llama_model.get_input_embeddings()(batch["input_ids"])
     torch.testing.assert_close(inputs[0, pos + n :], token_embeds[0, pos + n :])
     assert inputs.shape[1] == batch["input_ids"].shape[1]
+
+
+def test_export_writes_the_mlp_projector(base_tokenizer, tmp_path):
+    from safetensors.torch import load_file
+
+    from lit_multimodal.multimodal.pandagpt.export import delta_state_dict, export
+
+    folder = write_tiny_causal_lm(tmp_path / "m", "qwen2", base_tokenizer=base_tokenizer)
+    model = PandaGPT(llm_path=str(folder), prompt_style="qwen2", projector="mlp2x_gelu", soft_tokens=2, lora_r=2)
+    delta = tmp_path / "delta.pt"
+    torch.save(delta_state_dict(model), delta)
+    config = tmp_path / "fit.yaml"
+    config.write_text(
+        "model:\n  class_path: lit_multimodal.multimodal.pandagpt.module.PandaGPT\n  init_args:\n"
+        f"    llm_path: {folder}\n    prompt_style: qwen2\n    projector: mlp2x_gelu\n    soft_tokens: 2\n"
+        "    lora_r: 2\n"
+    )
+    summary = export(str(delta), str(tmp_path / "out"), fit_config=str(config))
+    saved = load_file(summary["projection"])
+    assert set(saved) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    torch.testing.assert_close(saved["2.weight"], model.llama_proj[2].weight.detach())
