@@ -137,3 +137,48 @@ def test_export_writes_the_mlp_projector(base_tokenizer, tmp_path):
     saved = load_file(summary["projection"])
     assert set(saved) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     torch.testing.assert_close(saved["2.weight"], model.llama_proj[2].weight.detach())
+
+
+def test_cli_fit_and_chat_on_qwen2_with_its_style(base_tokenizer, tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from lit_multimodal.cli import main
+    from tests.pandagpt_fixtures import write_pandagpt_json
+
+    folder = write_tiny_causal_lm(tmp_path / "qwen", "qwen2", base_tokenizer=base_tokenizer)
+    json_path, images = write_pandagpt_json(tmp_path / "data", n=4)
+    run_dir = tmp_path / "run"
+    config = {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true", "max_steps": 2,
+                    "enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": str(run_dir)},
+        "model": {
+            "class_path": "lit_multimodal.multimodal.pandagpt.module.PandaGPT",
+            "init_args": {
+                "llm_path": "/nonexistent",
+                "embedder": {"class_path": "lit_multimodal.multimodal.imagebind.ImageBindEncoder",
+                             "init_args": {"preset": "tiny", "progress": False}},
+                "lora_r": 2,
+                "max_tgt_len": 64,
+            },
+        },
+        "data": {
+            "class_path": "lit_multimodal.data.instructions.InstructionDataModule",
+            "init_args": {"json_path": str(json_path), "image_root": str(images), "batch_size": 2, "num_workers": 0},
+        },
+    }  # fmt: skip
+    path = tmp_path / "fit.yaml"
+    path.write_text(yaml.safe_dump(config))
+    main(["fit", "--config", str(path), "--model.llm_path", str(folder), "--model.prompt_style", "qwen2"])
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "success" and result["hparams"]["prompt_style"] == "qwen2"
+
+    config["model"]["init_args"].update(llm_path=str(folder), prompt_style="qwen2")
+    path.write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    image = str(next(images.glob("*.jpg")))
+    main(["chat", "--config", str(path), "--ckpt", str(run_dir / "checkpoints" / "last.ckpt"), "--image", image,
+          "--prompt", "What is in the image?", "--greedy", "true", "--max_new_tokens", "4"])  # fmt: skip
+    assert "Assistant: " in capsys.readouterr().out

@@ -282,7 +282,11 @@ class PandaGPT(TrainableOnlyCheckpoints):
         """Fails early on a prompt style the tokenizer cannot render; grows the embeddings for added tokens."""
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(self.llm_path, local_files_only=True)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.llm_path, local_files_only=True)
+        except (OSError, ValueError) as err:  # a folder without tokenizer files (data.tokenizer names another)
+            log.info("no tokenizer in %s (%s); prompt style checked when the data loads", self.llm_path, err)
+            return
         self.conversation_tokenizer(tokenizer)
         rows = llm.get_input_embeddings().weight.shape[0]
         if len(tokenizer) > rows:
