@@ -196,3 +196,33 @@ def test_requests_beyond_the_queue_get_429(tmp_path):
         server.should_exit = True
         thread.join(10)
     assert results and results[0].choices[0].message.content == "done"
+
+
+class PiecesEngine:
+    """A chat engine streaming fixed pieces (the split falls inside the client's stop string)."""
+
+    finish_reason = "length"
+
+    def encode_inputs(self, files):
+        return torch.zeros(1, 4), {}
+
+    def generate(self, history, message, token, **kwargs):
+        yield from ["Hello wor", "ld. ST", "OP and more", " text"]
+
+
+def test_client_stop_strings_cut_streamed_and_whole_answers():
+    server, thread, port = start_server(build_app(PiecesEngine(), model_name="m"))
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=30)
+    messages = [{"role": "user", "content": [image_part(png_bytes())]}]
+    try:
+        whole = client.chat.completions.create(model="m", messages=messages, stop=["STOP"])
+        chunks = list(client.chat.completions.create(model="m", messages=messages, stop="STOP", stream=True))
+        plain = client.chat.completions.create(model="m", messages=messages)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert whole.choices[0].message.content == "Hello world. " and whole.choices[0].finish_reason == "stop"
+    streamed = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert "".join(streamed) == "Hello world. " and all("ST" not in piece for piece in streamed)
+    assert plain.choices[0].message.content == "Hello world. STOP and more text"
+    assert plain.choices[0].finish_reason == "length"
