@@ -226,3 +226,29 @@ def test_client_stop_strings_cut_streamed_and_whole_answers():
     assert "".join(streamed) == "Hello world. " and all("ST" not in piece for piece in streamed)
     assert plain.choices[0].message.content == "Hello world. STOP and more text"
     assert plain.choices[0].finish_reason == "length"
+
+
+def test_a_template_that_refuses_the_messages_is_a_400(tmp_path):
+    from transformers import AutoTokenizer
+
+    from lit_multimodal.multimodal.pandagpt.conversation import ConversationTokenizer
+    from lit_multimodal.multimodal.pandagpt.tiny import write_tiny_causal_lm
+
+    folder = write_tiny_causal_lm(tmp_path / "g", "gemma")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
+        "{{ m['content'] }}{% endfor %}"
+    )
+    engine = PiecesEngine()
+    engine.conversation = ConversationTokenizer(tokenizer, prompt_style="chat_template")
+    server, thread, port = start_server(build_app(engine, model_name="m"))
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=30)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [image_part(png_bytes())]}]
+    try:
+        with pytest.raises(openai.BadRequestError, match="no system role"):
+            client.chat.completions.create(model="m", messages=messages, stream=True)
+        assert client.chat.completions.create(model="m", messages=messages[1:]).choices[0].message.content
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations from here
+from jinja2 import TemplateError
 
 from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
 from lit_multimodal.multimodal.pandagpt.chat import needs_emergent_notice
@@ -189,6 +190,13 @@ def build_app(
             except BaseException:
                 gate.leave()
                 raise
+        try:  # render the prompt once up front: a template that refuses the messages is the client's error
+            conversation = getattr(engine, "conversation", None)
+            if conversation is not None:
+                conversation.inference_ids(req.history, req.message, req.system)
+        except (ValueError, TemplateError) as err:
+            gate.leave()
+            raise RequestError(f"the model's prompt format refuses these messages: {err}", "messages") from None
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         stamp = int(time.time())
         if not req.stream:
