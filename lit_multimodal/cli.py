@@ -48,7 +48,7 @@ EPILOG = (
     "lit-mm sweep --help (search and seeded finals, local or SLURM), lit-mm report --help (tables and plot), "
     "lit-mm embed --help (ImageBind embedding cache), "
     "lit-mm zeroshot --help (files vs text labels in ImageBind's shared space), "
-    "lit-mm export / chat / demo --help (PandaGPT deltas, terminal chat, web demo)."
+    "lit-mm export / chat / demo / serve --help (PandaGPT deltas, terminal and batch chat, web demo, OpenAI API)."
 )
 
 USER_ERRORS = (
@@ -247,8 +247,8 @@ def _user_error(err: BaseException) -> BaseException | None:
     return None
 
 
-FUNCTION_COMMANDS = ("prepare", "sweep", "report", "embed", "zeroshot", "export", "chat", "demo")
-FIT_CONFIG_COMMANDS = ("export", "chat", "demo")
+FUNCTION_COMMANDS = ("prepare", "sweep", "report", "embed", "zeroshot", "export", "chat", "demo", "serve")
+FIT_CONFIG_COMMANDS = ("export", "chat", "demo", "serve")
 
 
 def _run_function_command(args: list[str]) -> None:
@@ -258,6 +258,7 @@ def _run_function_command(args: list[str]) -> None:
     from lit_multimodal.multimodal.pandagpt.chat import chat
     from lit_multimodal.multimodal.pandagpt.demo import demo
     from lit_multimodal.multimodal.pandagpt.export import export
+    from lit_multimodal.multimodal.pandagpt.serve import serve
     from lit_multimodal.sweeps.report import report
     from lit_multimodal.sweeps.runner import sweep
 
@@ -270,6 +271,7 @@ def _run_function_command(args: list[str]) -> None:
         "export": export,
         "chat": chat,
         "demo": demo,
+        "serve": serve,
     }
     if args and args[0] in FIT_CONFIG_COMMANDS:
         # jsonargparse keeps --config for its own config files; these commands take a fit config as --config.

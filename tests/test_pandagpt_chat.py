@@ -70,7 +70,8 @@ def test_greedy_answer_matches_transformers_generate_and_is_deterministic(setup)
             eos_token_id=engine.tokenizer.eos_token_id,
             pad_token_id=engine.tokenizer.eos_token_id,
         )
-    text = engine.tokenizer.decode(out[0], skip_special_tokens=True)
+    # Bytes that are not valid UTF-8 decode to U+FFFD; the chat never shows them.
+    text = engine.tokenizer.decode(out[0], skip_special_tokens=True).replace("\ufffd", "")
     expected = text.split("###")[0].rstrip()
     assert again == expected
 

@@ -153,6 +153,10 @@ class InstructionDataModule(LightningDataModule):
             images themselves are not on this machine.
         drop_last: drop the last incomplete training batch.
         pin_memory: pin host memory in the loaders.
+        on_overflow: a record that cannot fit ``max_tgt_len`` (the cut would fall inside the modality span or
+            leave no reply token) is ``skip``-ped and counted, or raises an ``error`` naming the record. Records
+            that merely lose later turns are cut after the last fitting token, as the official.
+        prompt_style: prompt format; default: the model's (``vicuna_v0`` without a model).
     """
 
     def __init__(
@@ -172,6 +176,8 @@ class InstructionDataModule(LightningDataModule):
         check_images: bool = True,
         drop_last: bool = False,
         pin_memory: bool = False,
+        on_overflow: Literal["skip", "error"] = "skip",
+        prompt_style: str | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
@@ -191,6 +197,10 @@ class InstructionDataModule(LightningDataModule):
         self.check_images = check_images
         self.drop_last = drop_last
         self.pin_memory = pin_memory
+        if on_overflow not in ("skip", "error"):
+            raise ValueError(f"on_overflow must be skip or error, got {on_overflow!r}")
+        self.on_overflow = on_overflow
+        self.prompt_style = prompt_style
         self.datasets: dict[str, Any] = {}
         self.skipped: Counter[str] = Counter()
         self.collator: InstructionCollator | None = None
@@ -265,7 +275,34 @@ class InstructionDataModule(LightningDataModule):
         bos = self.bos_token_id if self.bos_token_id is not None else getattr(model, "bos_token_id", None)
         pad = self.pad_token_id if self.pad_token_id is not None else getattr(model, "pad_token_id", None)
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        return InstructionCollator(ConversationTokenizer(tokenizer, max_tgt_len, bos, pad))
+        style = self.prompt_style or getattr(model, "prompt_style", None) or "vicuna_v0"
+        extra = {
+            "soft_tokens": getattr(model, "soft_tokens", 1),
+            "system_prompt": getattr(model, "system_prompt", None),
+        }
+        return InstructionCollator(
+            ConversationTokenizer(tokenizer, max_tgt_len, bos, pad, prompt_style=style, **extra)  # type: ignore[arg-type]
+        )
+
+    def drop_overflowing(self, indices: list, paths: list, conversations: list) -> tuple[list, list, list]:
+        """Removes (and counts) the records that cannot fit ``max_tgt_len``, or raises naming the first one."""
+        tokenizer = self.collator.tokenizer
+        keep = []
+        for position, turns in enumerate(conversations):
+            reason = tokenizer.overflow_reason(turns)
+            if reason is None:
+                keep.append(position)
+            elif self.on_overflow == "error":
+                raise DataError(
+                    f"record {indices[position]} of {self.json_path}: {reason} (on_overflow: skip skips it)"
+                )
+        dropped = len(conversations) - len(keep)
+        if dropped:
+            self.skipped["too_long"] += dropped
+            log.warning("skipped %d records of %s that cannot fit max_tgt_len", dropped, self.json_path)
+        if not keep:
+            raise DataError(f"{self.json_path}: no record fits max_tgt_len {tokenizer.max_tgt_len}")
+        return [indices[i] for i in keep], [paths[i] for i in keep], [conversations[i] for i in keep]
 
     def setup(self, stage: str | None = None) -> None:
         """Reads the json, splits off the held-out records and builds the collator."""
@@ -274,6 +311,9 @@ class InstructionDataModule(LightningDataModule):
         if self.datasets:
             return
         indices, paths, conversations = self.read_records()
+        if self.collator is None:
+            self.collator = self.build_collator()
+        indices, paths, conversations = self.drop_overflowing(indices, paths, conversations)
         # Arrow-backed rows: loader workers share them instead of copying 160k Python dicts each.
         table = datasets.Dataset.from_dict(
             {"index": indices, "image_path": paths, "conversation": conversations}, split="train"
@@ -285,8 +325,6 @@ class InstructionDataModule(LightningDataModule):
             self.datasets["train"] = table.select(sorted(order[n_val:].tolist()))
         else:
             self.datasets["train"] = table
-        if self.collator is None:
-            self.collator = self.build_collator()
 
     # -- loaders --------------------------------------------------------------------------------
     def _loader(self, role: str, shuffle: bool) -> DataLoader:

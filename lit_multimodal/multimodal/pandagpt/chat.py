@@ -9,6 +9,9 @@ The prompt, the history and the way several modalities become one soft token fol
   history (``"{q}\n### Assistant: {a}\n###"``, later turns with a leading ``" Human: "``).
 - Generation stops when the text reaches ``###`` (the official stops on the ``##`` token and drops ``\n##``);
   the answer is the text before it.
+- Other prompt styles (``model.prompt_style``) bring their own layout and stop tokens (EOS, ``<|eot_id|>``, ...).
+- Bytes that do not form valid UTF-8 (byte-fallback tokens of a half-finished or invalid character) are never
+  shown: a partial character is held back until it completes, invalid ones are dropped.
 
 Depth and IMU are not wired in the official PandaGPT; here they are summed the same way (an extension).
 :class:`PandaGPTChat` holds the logic so that other front-ends (e.g. a web demo) can reuse it.
@@ -72,9 +75,15 @@ class PandaGPTChat:
         self.encoder = encoder
         self.tokenizer = tokenizer
         self.generated_tokens = 0
-        self.conversation = ConversationTokenizer(
-            tokenizer, max_tgt_len=10**9, bos_token_id=model.bos_token_id, pad_token_id=model.pad_token_id
-        )
+        if hasattr(model, "conversation_tokenizer"):
+            self.conversation = model.conversation_tokenizer(tokenizer, max_tgt_len=10**9)
+        else:
+            self.conversation = ConversationTokenizer(
+                tokenizer, max_tgt_len=10**9, bos_token_id=model.bos_token_id, pad_token_id=model.pad_token_id
+            )
+        self.soft_tokens = int(getattr(model, "soft_tokens", 1))
+        #: decoding when a caller does not say: the model's ``decoding`` (``sample`` is the official)
+        self.default_do_sample = getattr(model, "decoding", "sample") != "greedy"
 
     @classmethod
     def from_files(
@@ -157,23 +166,33 @@ class PandaGPTChat:
         timings: dict[str, float] = {}
         projected = []
         proj = self.model.llama_proj
+        project = getattr(self.model, "project", None)
         for name, files in given.items():
             start = time.perf_counter()
-            embeds = self.encoder.encode({name: files})[name]
+            embeds = self.encoder.encode({name: files})[name].to(device=self.device)
             with torch.no_grad():
-                projected.append(proj(embeds.to(device=proj.weight.device, dtype=proj.weight.dtype)))
+                out = project(embeds) if project is not None else proj(embeds.to(proj.weight.dtype)).unsqueeze(1)
+            projected.append(out)
             timings[name] = time.perf_counter() - start
         timings["total"] = sum(timings.values())
-        return torch.cat(projected, dim=0).sum(dim=0, keepdim=True), timings
+        # (files, n, hidden) summed over files and modalities → (n, hidden); (1, hidden) for one soft token
+        return torch.cat(projected, dim=0).sum(dim=0), timings
 
-    def prompt_embeds(self, history: Sequence[tuple[str, str]], message: str, token: torch.Tensor) -> torch.Tensor:
-        """``(1, L, hidden)`` inputs: BOS, ``### Human: <Img>``, the soft token, then the prompt text."""
-        batch = self.conversation.inference_ids(history, message)
+    def prompt_embeds(
+        self, history: Sequence[tuple[str, str]], message: str, token: torch.Tensor, system: str | None = None
+    ) -> torch.Tensor:
+        """``(1, L, hidden)`` inputs: BOS, ``### Human: <Img>``, the soft token(s), then the prompt text."""
+        batch = (
+            self.conversation.inference_ids(history, message, system)
+            if system
+            else (self.conversation.inference_ids(history, message))
+        )
+        self.prompt_tokens = int(batch["input_ids"].shape[1])
         ids = batch["input_ids"].to(self.device)
         position = int(batch["image_position"])
         embeds = self.model.llama_model.get_input_embeddings()(ids)
-        soft = token.to(device=embeds.device, dtype=embeds.dtype).reshape(1, 1, -1)
-        return torch.cat([embeds[:, :position], soft, embeds[:, position + 1 :]], dim=1)
+        soft = token.to(device=embeds.device, dtype=embeds.dtype).reshape(1, self.soft_tokens, -1)
+        return torch.cat([embeds[:, :position], soft, embeds[:, position + self.soft_tokens :]], dim=1)
 
     @torch.no_grad()
     def generate(
@@ -184,10 +203,13 @@ class PandaGPTChat:
         max_new_tokens: int = 256,
         top_p: float = 0.01,
         temperature: float = 1.0,
-        do_sample: bool = True,
+        do_sample: bool | None = None,
         seed: int | None = 0,
+        system: str | None = None,
     ) -> Iterator[str]:
-        """Streams the answer in pieces; their concatenation is the answer (text before ``###``, stripped).
+        """Streams the answer in pieces; their concatenation is the answer (text before the stop, stripped).
+
+        :attr:`finish_reason` is ``stop`` or ``length`` afterwards.
 
         Args:
             history: earlier ``(question, answer)`` pairs.
@@ -196,9 +218,12 @@ class PandaGPTChat:
             max_new_tokens: most tokens generated (the demo's "Maximum length", 256).
             top_p: nucleus mass (the demo's 0.01, nearly greedy).
             temperature: softmax temperature.
-            do_sample: sample (the official); False: greedy.
+            do_sample: sample (the official); False: greedy; None: the model's ``decoding``.
             seed: seed of the sampler (None: unseeded).
+            system: system prompt replacing the style's (the server passes a request's system message).
         """
+        if do_sample is None:
+            do_sample = self.default_do_sample
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         if do_sample and (temperature <= 0 or not 0 < top_p <= 1):
@@ -209,42 +234,89 @@ class PandaGPTChat:
         else:
             generator.seed()
         llm = self.model.llama_model
-        eos = self.tokenizer.eos_token_id
-        out = llm(inputs_embeds=self.prompt_embeds(history, message, embedding), use_cache=True)
+        stop_ids = set(getattr(self.conversation, "stop_ids", {self.tokenizer.eos_token_id})) - {None}
+        stop_strings = tuple(getattr(self.conversation, "stop_strings", (STOP_TEXT,)))
+        out = llm(inputs_embeds=self.prompt_embeds(history, message, embedding, system), use_cache=True)
         past = out.past_key_values
         tokens: list[int] = []
         emitted = ""
         self.generated_tokens = 0  # tokens of the answer in progress (read by the web demo for tokens/s)
+        self.finish_reason = "length"
+        detokenizer = _Detokenizer(self.tokenizer)
         for _ in range(max_new_tokens):
             logits = out.logits[0, -1].float().cpu()
             next_id = _pick(logits, do_sample, top_p, temperature, generator)
-            if eos is not None and next_id == eos:
+            if next_id in stop_ids:
+                self.finish_reason = "stop"
                 break
             tokens.append(next_id)
             self.generated_tokens = len(tokens)
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            stop = text.find(STOP_TEXT)
-            if stop >= 0:
-                final = text[:stop].rstrip()
+            text = detokenizer.add(next_id)
+            stops = [text.find(stop) for stop in stop_strings if stop in text]
+            if stops:
+                self.finish_reason = "stop"
+                final = text[: min(stops)].rstrip()
                 if final.startswith(emitted) and len(final) > len(emitted):
                     yield final[len(emitted) :]
                 return
-            # A character spelled as several byte tokens decodes to U+FFFD until its last byte arrives: hold it
-            # back, or the completed text would no longer extend what was already sent.
-            safe = text.rstrip("#").rstrip().rstrip("\ufffd")
+            # Hold back the start of a stop string and trailing spaces, so that what is sent stays a prefix.
+            safe = _hold_back(text, stop_strings).rstrip()
             if safe.startswith(emitted) and len(safe) > len(emitted):
                 yield safe[len(emitted) :]
                 emitted = safe
             ids = torch.tensor([[next_id]], device=self.device)
             out = llm(input_ids=ids, past_key_values=past, use_cache=True)
             past = out.past_key_values
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True).rstrip()
+        text = detokenizer.text.rstrip()
         if text.startswith(emitted) and len(text) > len(emitted):
             yield text[len(emitted) :]
 
     def answer(self, history: Sequence[tuple[str, str]], message: str, embedding: torch.Tensor, **sampling) -> str:
         """The whole answer of :meth:`generate`."""
         return "".join(self.generate(history, message, embedding, **sampling))
+
+
+class _Detokenizer:
+    """Incremental decoding that never yields bytes which are not valid UTF-8.
+
+    A character spelled as several byte tokens decodes to U+FFFD until its last byte arrives: it is held back
+    until it completes. Decoding restarts after each emitted window (as vLLM's detokenizer), so an orphan byte
+    cannot spoil a neighbouring complete character; bytes that never form a character are dropped.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.prefix_offset = 0
+        self.read_offset = 0
+        self.text = ""
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def add(self, token: int) -> str:
+        """Adds a token; returns the clean text so far."""
+        self.tokens.append(token)
+        before = self._decode(self.tokens[self.prefix_offset : self.read_offset])
+        now = self._decode(self.tokens[self.prefix_offset :])
+        if not now.startswith(before):
+            # The new bytes merged with the window's into one invalid run (every byte then decodes to U+FFFD):
+            # decode the new tokens on their own.
+            before, now = "", self._decode(self.tokens[self.read_offset :])
+        complete = len(now) > len(before) and not now.endswith("\ufffd")
+        if complete or len(self.tokens) - self.read_offset > 4:  # no character spans more than 4 byte tokens
+            self.text += now[len(before) :].replace("\ufffd", "")
+            self.prefix_offset, self.read_offset = self.read_offset, len(self.tokens)
+        return self.text
+
+
+def _hold_back(text: str, stop_strings: Sequence[str]) -> str:
+    """``text`` without a trailing start of a stop string (``#`` or ``##`` of ``###``)."""
+    for stop in stop_strings:
+        for size in range(len(stop) - 1, 0, -1):
+            if text.endswith(stop[:size]):
+                return text[: len(text) - size]
+    return text
 
 
 def _pick(logits: torch.Tensor, do_sample: bool, top_p: float, temperature: float, generator: torch.Generator) -> int:
@@ -275,17 +347,21 @@ def chat(
     max_new_tokens: int = 256,
     top_p: float = 0.01,
     temperature: float = 1.0,
-    do_sample: bool = True,
+    do_sample: bool | None = None,
     greedy: bool = False,
     seed: int = 0,
     dtype: str | None = None,
     device: str = "cpu",
+    batch: str | None = None,
+    out: str | None = None,
 ) -> None:
     """Chats with a PandaGPT model about image/video/audio/thermal/depth/IMU inputs.
 
     With ``--prompt`` it answers once; without, it reads one message per line from stdin until an empty line
     or EOF and keeps the conversation history (the official demo's format). The inputs of all given
-    modalities are summed into one soft token, as the official.
+    modalities are summed into one soft token, as the official. With ``--batch questions.jsonl --out
+    answers.jsonl`` it answers every record of the file (see :func:`~lit_multimodal.multimodal.pandagpt.batch.
+    run_batch`), skipping records already in ``--out``.
 
     Args:
         ckpt: the delta ``pytorch_model.pt``, a training ``last.ckpt`` or a DeepSpeed checkpoint folder.
@@ -303,26 +379,44 @@ def chat(
         max_new_tokens: most tokens per answer.
         top_p: nucleus sampling mass (the official demo's 0.01).
         temperature: sampling temperature.
-        do_sample: sample (the official); false: greedy.
+        do_sample: sample (the official); false: greedy; default: the config's ``model.decoding``.
         greedy: greedy decoding (same as ``--do_sample false``).
         seed: sampling seed.
         dtype: LLM dtype override (``float32``, ``bfloat16``, ``float16``).
         device: ``cpu`` or ``cuda``.
+        batch: a JSONL file of questions (``{"id", "prompt", "image": path, "audio": path, ...}`` per line).
+        out: the JSONL file the batch answers go to (appended; records already there are skipped).
     """
     files = {"image": image, "audio": audio, "video": video, "thermal": thermal, "depth": depth, "imu": imu}
     files = {name: path for name, path in files.items() if path}
+    if batch is not None:
+        if not out:
+            raise ChatInputError("--batch needs --out answers.jsonl")
+        if not Path(batch).is_file():
+            raise ChatInputError(f"batch file {batch} does not exist")
+    else:
+        for name, path in files.items():  # before the model loads: a typo should not cost a minute
+            if not Path(path).is_file():
+                raise ChatInputError(f"{path}: {name} file does not exist")
     engine = PandaGPTChat.from_files(ckpt, fit_config, imagebind_checkpoint, llm_path, dtype, device)
-    token, timings = engine.encode_inputs(files)
-    if needs_emergent_notice(list(files)):
-        print(EMERGENT_NOTICE, file=sys.stderr)
-    print("encoded " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()), file=sys.stderr)
     sampling = {
         "max_new_tokens": max_new_tokens,
         "top_p": top_p,
         "temperature": temperature,
-        "do_sample": do_sample and not greedy,
+        "do_sample": False if greedy else do_sample,
         "seed": seed,
     }
+    if batch is not None:
+        from lit_multimodal.multimodal.pandagpt.batch import run_batch
+
+        summary = run_batch(engine, batch, str(out), sampling)
+        print(f"answered {summary['answered']}, skipped {summary['skipped']} already done, errors {summary['errors']}")
+        return
+    token, timings = engine.encode_inputs(files)
+    print("encoded " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()), file=sys.stderr)
+    if needs_emergent_notice(list(files)):
+        sys.stdout.flush()
+        print(EMERGENT_NOTICE, file=sys.stderr, flush=True)  # before the answer, not after it
     if prompt is not None:
         _answer(engine, [], prompt, token, sampling)
         return

@@ -21,6 +21,7 @@ which is the same sequence as the official concatenation ``[bos, prefix, image, 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -120,35 +121,49 @@ def build_one_instance(tokenizer: Any, turns: Sequence[Mapping[str, str]]) -> tu
     return input_ids, target_ids
 
 
-def resolve_special_ids(tokenizer: Any, bos_token_id: int | None, pad_token_id: int | None) -> tuple[int, int]:
+def resolve_special_ids(
+    tokenizer: Any, bos_token_id: int | None, pad_token_id: int | None, need_bos: bool = True
+) -> tuple[int | None, int]:
     """BOS and PAD ids: the given ones, else the tokenizer's BOS and EOS (the official sets ``pad = eos``).
 
     Old LLaMA/Vicuna-v0 conversions resolve both to 0 (``<unk>``); pin them explicitly to reproduce a given
-    checkpoint's loss.
+    checkpoint's loss. Models without EOS pad with the tokenizer's PAD; models without BOS (Qwen2) get None
+    when the prompt style does not need one.
 
     Args:
         tokenizer: a Hugging Face tokenizer.
         bos_token_id: explicit BOS id, or None for the tokenizer's.
-        pad_token_id: explicit PAD id, or None for the tokenizer's EOS id.
+        pad_token_id: explicit PAD id, or None for the tokenizer's EOS id (else its PAD id).
+        need_bos: the prompt style places a BOS.
     """
     bos = tokenizer.bos_token_id if bos_token_id is None else bos_token_id
-    pad = tokenizer.eos_token_id if pad_token_id is None else pad_token_id
-    if bos is None or pad is None:
+    pad = pad_token_id
+    if pad is None:
+        pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
+    if (need_bos and bos is None) or pad is None:
         raise ValueError(
             f"the tokenizer defines no BOS/EOS id (bos {tokenizer.bos_token_id}, eos {tokenizer.eos_token_id}); "
-            "set bos_token_id and pad_token_id explicitly"
+            "set bos_token_id and pad_token_id explicitly, or use a prompt_style without BOS (e.g. qwen2)"
         )
-    return int(bos), int(pad)
+    return (None if bos is None else int(bos)), int(pad)
 
 
 class ConversationTokenizer:
     """Turns a batch of conversations into PandaGPT's padded ids, targets and attention mask.
 
+    The prompt format comes from a prompt style (:mod:`~lit_multimodal.multimodal.pandagpt.styles`); the default
+    ``vicuna_v0`` is the official layout described above. Everything up to and including the soft slot is the
+    fixed prefix; ``max_tgt_len`` cuts only the text after it, so the soft token(s) can never be cut off.
+
     Args:
         tokenizer: a Hugging Face tokenizer (the LLM's).
-        max_tgt_len: cut of the text part (after the 8 prefix positions); 1024 for the official 7B, 400 for 13B.
+        max_tgt_len: cut of the text part (after the prefix positions); 1024 for the official 7B, 400 for 13B.
         bos_token_id: BOS id; None takes the tokenizer's.
         pad_token_id: PAD id; None takes the tokenizer's EOS id (the official ``pad_token = eos_token``).
+        prompt_style: style name (``vicuna_v0``, ``vicuna_v1.1``, ``llama2_chat``, ``llama3_instruct``, ``qwen2``,
+            ``mistral_instruct``, ``chat_template``), a dotted class path or a style instance.
+        soft_tokens: positions of the modality slot (the projector's tokens per modality).
+        system_prompt: system prompt for styles that have one (None: the style's default).
     """
 
     def __init__(
@@ -157,35 +172,129 @@ class ConversationTokenizer:
         max_tgt_len: int = 1024,
         bos_token_id: int | None = None,
         pad_token_id: int | None = None,
+        prompt_style: Any = "vicuna_v0",
+        soft_tokens: int = 1,
+        system_prompt: str | None = None,
     ) -> None:
+        from lit_multimodal.multimodal.pandagpt.styles import SpecialIds, get_style
+
         if max_tgt_len < 1:
             raise ValueError(f"max_tgt_len must be positive, got {max_tgt_len}")
+        if soft_tokens < 1:
+            raise ValueError(f"soft_tokens must be positive, got {soft_tokens}")
         self.tokenizer = tokenizer
         self.max_tgt_len = max_tgt_len
-        self.bos_token_id, self.pad_token_id = resolve_special_ids(tokenizer, bos_token_id, pad_token_id)
-        self.prompt_start_ids = list(tokenizer(PROMPT_START, add_special_tokens=False).input_ids)
+        self.soft_tokens = soft_tokens
+        self.style = get_style(prompt_style, system_prompt)
+        self.style.bind(tokenizer)
+        self.bos_token_id, self.pad_token_id = resolve_special_ids(
+            tokenizer, bos_token_id, pad_token_id, need_bos=self.style.uses_bos
+        )
+        self.special = SpecialIds(self.bos_token_id, tokenizer.eos_token_id)
+        self.stop_ids = self.style.stop_ids(tokenizer.eos_token_id)
+        self.stop_strings = tuple(self.style.stop_strings)
+        probe = [{"from": "human", "value": "x"}, {"from": "gpt", "value": "y"}]
+        self.prompt_start_ids = self._tokenize(self.style.training_pieces(probe, self.special))[0]
+        self.close_marker = "</Img>"
 
+    # -- pieces → ids -----------------------------------------------------------------------------
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False).input_ids) if text else []
+
+    def _tokenize(self, pieces: Sequence[Any]) -> tuple[list[int], list[int], list[int]]:
+        """``(ids before the soft slot, text ids after it, their targets)``."""
+        before: list[int] = []
+        text: list[int] = []
+        targets: list[int] = []
+        seen_soft = False
+        for piece in pieces:
+            if piece.soft:
+                if seen_soft:
+                    raise ConversationError(f"prompt style {self.style.name!r} rendered two modality slots")
+                seen_soft = True
+                continue
+            ids = list(piece.ids) if piece.ids else self._ids(piece.text)
+            if not seen_soft:
+                if piece.trained:
+                    raise ConversationError(f"prompt style {self.style.name!r} trains tokens before the modality")
+                before += ids
+            else:
+                text += ids
+                targets += ids if piece.trained else [IGNORE_INDEX] * len(ids)
+        if not seen_soft:
+            raise ConversationError(f"prompt style {self.style.name!r} rendered no modality slot")
+        return before, text, targets
+
+    def encode(self, turns: Sequence[Mapping[str, str]]) -> tuple[list[int], list[int]]:
+        """Text-part ids and targets of one conversation (after the soft slot), uncut."""
+        check_conversation(turns)
+        before, text, targets = self._tokenize(self.style.training_pieces(turns, self.special))
+        if before != self.prompt_start_ids:
+            raise ConversationError(
+                f"prompt style {self.style.name!r} renders different text before the modality slot per conversation"
+            )
+        return text, targets
+
+    def protected_length(self, text_ids: Sequence[int]) -> int:
+        """Leading text tokens that belong to the modality span (up to the ``</Img>`` marker); 0 if none."""
+        for count in range(1, min(len(text_ids), 16) + 1):
+            if self.close_marker in self.tokenizer.decode(list(text_ids[:count])):
+                return count
+        return 0
+
+    def overflow_reason(self, turns: Sequence[Mapping[str, str]]) -> str | None:
+        """Why a conversation cannot be trained within ``max_tgt_len`` (None when it can).
+
+        It cannot when the cut would land inside the modality span (before the ``</Img>`` marker closing the
+        soft token) or leave no trained token. A cut after that only drops later text, as the official.
+        """
+        if self._upper_bound(turns) <= self.max_tgt_len:
+            return None  # fits for sure, without tokenizing (cheap on large datasets)
+        text, targets = self.encode(turns)
+        if len(text) <= self.max_tgt_len:
+            return None
+        if self.protected_length(text) > self.max_tgt_len:
+            return f"max_tgt_len {self.max_tgt_len} would cut inside the modality span"
+        # Targets are shifted by one in the loss, but a target at position 0 of the text part is predicted from
+        # the soft token, so a label inside the cut counts.
+        if all(t == IGNORE_INDEX for t in targets[: self.max_tgt_len]):
+            return f"no reply token within max_tgt_len {self.max_tgt_len} ({len(text)} text tokens)"
+        return None
+
+    def _upper_bound(self, turns: Sequence[Mapping[str, str]]) -> int:
+        """Most text-part tokens a conversation can take.
+
+        Each token covers at least one UTF-8 byte, plus one word-start marker per separately tokenized piece.
+        """
+        pieces = self.style.training_pieces(turns, self.special)
+        after = pieces[[p.soft for p in pieces].index(True) + 1 :] if any(p.soft for p in pieces) else pieces
+        return sum(len(p.ids) if p.ids else len(p.text.encode("utf-8")) + 1 for p in after)
+
+    # -- layout -----------------------------------------------------------------------------------
     @property
     def image_position(self) -> int:
-        """Index of the image soft token in the full sequence: after ``<s>`` and ``### Human: <Img>``."""
-        return 1 + len(self.prompt_start_ids)
+        """Index of the first soft token in the full sequence (after BOS and e.g. ``### Human: <Img>``)."""
+        return len(self.prompt_start_ids)
 
     @property
     def prefix_length(self) -> int:
-        """Positions before the text part: BOS, the prompt start and the image slot."""
-        return self.image_position + 1
+        """Positions before the text part: everything up to and including the soft slot."""
+        return self.image_position + self.soft_tokens
 
     def prefix_ids(self) -> list[int]:
-        """``[bos] + ids("### Human: <Img>") + [placeholder]``; the placeholder (PAD id) is never embedded."""
-        return [self.bos_token_id, *self.prompt_start_ids, self.pad_token_id]
+        """The ids before the soft slot plus one placeholder (PAD id, never embedded) per soft token."""
+        return [*self.prompt_start_ids, *[self.pad_token_id] * self.soft_tokens]
 
     def text_part(self, conversations: Sequence[Sequence[Mapping[str, str]]]) -> tuple[torch.Tensor, ...]:
-        """The official ``process_batch_instance``: pad, cut to ``max_tgt_len``, mask ``ids != pad``.
+        """The official ``process_batch_instance``: pad, cut to ``max_tgt_len``, mask.
+
+        The mask is ``ids != pad`` for styles that ask for it (the official ``vicuna_v0``), otherwise it follows the
+        sequence lengths (so an EOS equal to PAD inside a sequence stays visible).
 
         Returns:
             ``(input_ids, target_ids, attention_mask)``, each ``(B, min(longest, max_tgt_len))`` long.
         """
-        pairs = [build_one_instance(self.tokenizer, turns) for turns in conversations]
+        pairs = [self.encode(turns) for turns in conversations]
         input_ids = rnn.pad_sequence(
             [torch.tensor(ids, dtype=torch.long) for ids, _ in pairs], batch_first=True, padding_value=self.pad_token_id
         )
@@ -194,7 +303,12 @@ class ConversationTokenizer:
         )
         input_ids = input_ids[:, : self.max_tgt_len]
         target_ids = target_ids[:, : self.max_tgt_len]
-        return input_ids, target_ids, input_ids.ne(self.pad_token_id).long()
+        if self.style.mask_from_pad_id:
+            mask = input_ids.ne(self.pad_token_id).long()
+        else:
+            lengths = torch.tensor([len(ids) for ids, _ in pairs]).clamp(max=input_ids.shape[1])
+            mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
+        return input_ids, target_ids, mask
 
     def __call__(self, conversations: Sequence[Sequence[Mapping[str, str]]]) -> dict[str, torch.Tensor | int]:
         """Full sequences with the prefix.
@@ -213,18 +327,27 @@ class ConversationTokenizer:
             "image_position": self.image_position,
         }
 
-    def inference_ids(self, history: Sequence[tuple[str, str]], message: str) -> dict[str, torch.Tensor | int]:
+    def inference_ids(
+        self, history: Sequence[tuple[str, str]], message: str, system: str | None = None
+    ) -> dict[str, torch.Tensor | int]:
         """Prompt ids for generation (the official ``prepare_generation_embedding``), batch of one.
 
-        The text part is tokenized as one string here, unlike training.
+        For ``vicuna_v0`` the text part is tokenized as one string here, unlike training (as the official demo).
 
         Args:
             history: earlier ``(question, answer)`` pairs.
             message: the new user message.
+            system: a system prompt replacing the style's (ignored by styles without one, e.g. ``vicuna_v0``).
         """
-        text = list(self.tokenizer(inference_text(history, message), add_special_tokens=False).input_ids)
-        ids = torch.tensor([self.prefix_ids() + text], dtype=torch.long)
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "image_position": self.image_position}
+        style = self.style
+        if system is not None and style.has_system and system != style.system:
+            style = copy.copy(style)
+            style.system = system
+        before, text, _ = self._tokenize(style.generation_pieces(history, message, self.special))
+        if style is self.style and before != self.prompt_start_ids:
+            raise ConversationError(f"prompt style {self.style.name!r}: generation prefix differs from training")
+        ids = torch.tensor([[*before, *[self.pad_token_id] * self.soft_tokens, *text]], dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "image_position": len(before)}
 
 
 def inference_prompt(history: Sequence[tuple[str, str]], message: str) -> str:

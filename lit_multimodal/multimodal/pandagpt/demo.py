@@ -101,6 +101,7 @@ class DemoHandler:
         max_new_tokens: int = 256,
         top_p: float = 0.01,
         temperature: float = 1.0,
+        greedy: bool | None = None,
     ) -> Iterator[DemoReply]:
         """Answers ``message`` about the uploaded files, streaming; the last update has ``done`` set.
 
@@ -114,6 +115,7 @@ class DemoHandler:
             max_new_tokens: most tokens in the answer.
             top_p: nucleus sampling mass.
             temperature: sampling temperature.
+            greedy: greedy decoding (top-p and temperature unused); None: the model's ``decoding``.
 
         Yields:
             :class:`DemoReply` updates.
@@ -143,7 +145,8 @@ class DemoHandler:
                 errors.append(str(err))
         if int(max_new_tokens) < 1:
             errors.append(f"max new tokens must be at least 1, got {max_new_tokens}")
-        if temperature <= 0 or not 0 < top_p <= 1:
+        do_sample = getattr(self.engine, "default_do_sample", True) if greedy is None else not greedy
+        if do_sample and (temperature <= 0 or not 0 < top_p <= 1):
             errors.append(f"sampling needs temperature > 0 and 0 < top-p <= 1, got {temperature} and {top_p}")
         if errors:
             yield refuse("\n".join(errors))
@@ -163,10 +166,12 @@ class DemoHandler:
         modalities, timings = state.modalities, dict(state.timings)
         emergent = needs_emergent_notice(modalities)
         answer = ""
+        # The emergent badge (and the inputs' line) show before the first word of the answer.
+        yield DemoReply([*history, (message, answer)], modalities, emergent, timings, 0)
         start = time.perf_counter()
         pieces = self.engine.generate(
             history, message, state.token, max_new_tokens=int(max_new_tokens), top_p=top_p,
-            temperature=temperature, do_sample=True, seed=self.seed,
+            temperature=temperature, do_sample=do_sample, seed=self.seed,
         )  # fmt: skip
         for piece in pieces:
             answer += piece
@@ -214,18 +219,21 @@ CSS = """
 """
 
 
-def build_ui(handler: DemoHandler, max_new_tokens: int = 256, top_p: float = 0.01, temperature: float = 1.0) -> Any:
+def build_ui(
+    handler: DemoHandler, max_new_tokens: int = 256, top_p: float = 0.01, temperature: float = 1.0, greedy: bool = False
+) -> Any:
     """The Gradio page around ``handler``.
 
     Elements with stable ids: ``input-<modality>`` (upload slots), ``question``, ``send``, ``clear``, ``chatbot``,
     ``modalities``, ``emergent-badge`` (visible only for an emergent answer), ``stats``, ``demo-error`` (visible
-    on bad input), ``untrained-note`` (no checkpoint).
+    on bad input), ``untrained-note`` (no checkpoint), ``greedy`` (greedy decoding on/off).
 
     Args:
         handler: the request handler.
         max_new_tokens: initial "max new tokens".
         top_p: initial top-p.
         temperature: initial temperature.
+        greedy: initial state of the "Greedy" toggle.
 
     Returns:
         The ``gradio.Blocks`` app (not launched).
@@ -263,6 +271,7 @@ def build_ui(handler: DemoHandler, max_new_tokens: int = 256, top_p: float = 0.0
                 max_tokens = gr.Slider(1, 1024, value=max_new_tokens, step=1, label="Max new tokens")
                 top_p_box = gr.Slider(0.01, 1.0, value=top_p, step=0.01, label="Top-p")
                 temperature_box = gr.Slider(0.01, 2.0, value=temperature, step=0.01, label="Temperature")
+                greedy_box = gr.Checkbox(value=greedy, label="Greedy (ignore top-p and temperature)", elem_id="greedy")
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(label="PandaGPT", elem_id="chatbot", height=420, feedback_options=None)
                 error = gr.Markdown("", elem_id="demo-error", visible=False)
@@ -275,10 +284,10 @@ def build_ui(handler: DemoHandler, max_new_tokens: int = 256, top_p: float = 0.0
                     send = gr.Button("Send", variant="primary", elem_id="send")
                     clear = gr.Button("Clear", elem_id="clear")
 
-        def on_send(chat_state, text, tokens, nucleus, temp, *paths):
+        def on_send(chat_state, text, tokens, nucleus, temp, use_greedy, *paths):
             files = dict(zip(MODALITY_ORDER, paths, strict=True))
             chat_state = chat_state if isinstance(chat_state, ChatState) else ChatState()
-            for reply in handler.respond(chat_state, files, text, tokens, nucleus, temp):
+            for reply in handler.respond(chat_state, files, text, tokens, nucleus, temp, bool(use_greedy)):
                 if reply.error:
                     yield (
                         chat_state, history_messages(reply.history), gr.update(value=reply.error, visible=True),
@@ -302,7 +311,7 @@ def build_ui(handler: DemoHandler, max_new_tokens: int = 256, top_p: float = 0.0
             )  # fmt: skip
 
         slots = [uploads[name] for name in MODALITY_ORDER]  # the order on_send and on_clear use
-        inputs = [state, question, max_tokens, top_p_box, temperature_box, *slots]
+        inputs = [state, question, max_tokens, top_p_box, temperature_box, greedy_box, *slots]
         outputs = [state, chatbot, error, modalities, badge, stats, question]
         send.click(on_send, inputs, outputs)
         question.submit(on_send, inputs, outputs)
@@ -325,6 +334,7 @@ def demo(
     seed: int = 0,
     max_audio_seconds: float = 600.0,
     max_video_seconds: float = 300.0,
+    greedy: bool | None = None,
 ) -> None:
     """Serves the PandaGPT web demo (Gradio) until interrupted.
 
@@ -350,6 +360,7 @@ def demo(
         seed: sampling seed of every answer.
         max_audio_seconds: longest audio accepted (10 min).
         max_video_seconds: longest video accepted (5 min).
+        greedy: initial state of the page's "Greedy" toggle; default: the config's ``model.decoding``.
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from lit_multimodal.multimodal.pandagpt.chat import PandaGPTChat
@@ -357,7 +368,9 @@ def demo(
     engine = PandaGPTChat.from_files(ckpt, fit_config, imagebind_checkpoint, llm_path, dtype, device)
     limits = DemoLimits(max_audio_seconds=max_audio_seconds, max_video_seconds=max_video_seconds)
     handler = DemoHandler(engine, limits, untrained=ckpt is None, seed=seed)
-    blocks = build_ui(handler, max_new_tokens=max_new_tokens, top_p=top_p, temperature=temperature)
+    if greedy is None:
+        greedy = not engine.default_do_sample
+    blocks = build_ui(handler, max_new_tokens=max_new_tokens, top_p=top_p, temperature=temperature, greedy=greedy)
     print(f"PandaGPT demo on http://{host}:{port}", flush=True)
     blocks.queue(default_concurrency_limit=1).launch(
         server_name=host, server_port=port, share=False, ssr_mode=False, css=CSS, footer_links=[], quiet=True

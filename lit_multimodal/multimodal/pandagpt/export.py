@@ -196,11 +196,16 @@ def _save_projection(model: torch.nn.Module, path: Path) -> None:
     from safetensors.torch import save_file
 
     proj = model.llama_proj
-    save_file(
-        {"weight": proj.weight.detach().cpu().contiguous(), "bias": proj.bias.detach().cpu().contiguous()},
-        str(path),
-        metadata={"in_features": str(proj.in_features), "out_features": str(proj.out_features)},
-    )
+    # linear: "weight"/"bias" as before; mlp2x_gelu: "0.weight", "0.bias", "2.weight", "2.bias"
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in proj.state_dict().items()}
+    first = proj if isinstance(proj, torch.nn.Linear) else proj[0]
+    metadata = {
+        "in_features": str(first.in_features),
+        "out_features": str(tensors[max(k for k in tensors if k.endswith("weight"))].shape[0]),
+        "projector": "linear" if isinstance(proj, torch.nn.Linear) else "mlp2x_gelu",
+        "soft_tokens": str(getattr(model, "soft_tokens", 1)),
+    }
+    save_file(tensors, str(path), metadata=metadata)
 
 
 def export(

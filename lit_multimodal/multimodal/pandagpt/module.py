@@ -20,6 +20,7 @@ from torch import nn
 
 from lit_multimodal.multimodal.pandagpt.conversation import IGNORE_INDEX
 from lit_multimodal.multimodal.pandagpt.embedder import Embedder
+from lit_multimodal.multimodal.pandagpt.projector import ProjectorKind, build_projector, project
 from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
 from lit_multimodal.training.warmup_decay import build_warmup_decay_scheduler, pandagpt_warmup_steps
 
@@ -71,7 +72,7 @@ def apply_lora(
     r: int = 32,
     alpha: int = 32,
     dropout: float = 0.1,
-    target_modules: tuple[str, ...] | list[str] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+    target_modules: tuple[str, ...] | list[str] | str = ("q_proj", "k_proj", "v_proj", "o_proj"),
 ) -> nn.Module:
     """Wraps a causal LM with peft LoRA as the official ``get_peft_model`` call (A kaiming, B zero, scale α/r)."""
     from peft import LoraConfig, TaskType, get_peft_model
@@ -82,7 +83,7 @@ def apply_lora(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=list(target_modules),
+        target_modules=target_modules if isinstance(target_modules, str) else list(target_modules),
     )
     return get_peft_model(llm, config)
 
@@ -112,6 +113,29 @@ def official_gen_acc(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return float(((chosen == labels) & valid).sum()) / count if count else 0.0
 
 
+def _four_bit_kwargs() -> dict[str, Any]:
+    """``from_pretrained`` arguments of the QLoRA recipe (NF4, double quantization, bf16 compute) on this GPU."""
+    if not torch.cuda.is_available():
+        raise ValueError("model.load_in_4bit needs a CUDA GPU (bitsandbytes NF4); leave it off on CPU")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ValueError("model.load_in_4bit needs bitsandbytes: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    return {"quantization_config": config, "device_map": {"": torch.cuda.current_device()}}
+
+
+def _joined(names: Any) -> str:
+    return names if isinstance(names, str) else ",".join(names)
+
+
 def _torch_dtype(name: str) -> torch.dtype | str:
     return "auto" if name == "auto" else getattr(torch, name)
 
@@ -133,7 +157,9 @@ class PandaGPT(TrainableOnlyCheckpoints):
         lora_r: LoRA rank.
         lora_alpha: LoRA alpha (scale ``alpha / r``).
         lora_dropout: dropout on the LoRA branch input.
-        lora_target_modules: module names LoRA wraps.
+        lora_target_modules: module names LoRA wraps (or ``all-linear``); None: the attention projections of
+            the architecture (``q/k/v/o_proj`` for LLaMA, Mistral, Qwen2, Gemma; ``qkv_proj``, ``o_proj`` for Phi-3;
+            see :mod:`~lit_multimodal.multimodal.pandagpt.lora_targets`).
         max_tgt_len: cut of the text part; used by the data module unless it sets its own.
         bos_token_id: BOS id; None: the tokenizer's. Pin it to reproduce a checkpoint (old Vicuna v0 folders
             resolve BOS/EOS to 0).
@@ -149,6 +175,16 @@ class PandaGPT(TrainableOnlyCheckpoints):
             accumulation window averaged) or ``global_token_mean`` (summed token loss over all micro-batches and
             devices of the window divided by their target-token count; not available under DeepSpeed).
         gradient_checkpointing: recompute the LLM's activations in the backward pass.
+        prompt_style: prompt format (:mod:`~lit_multimodal.multimodal.pandagpt.styles`): ``vicuna_v0`` (official),
+            ``vicuna_v1.1``, ``llama2_chat``, ``llama3_instruct``, ``qwen2``, ``mistral_instruct``,
+            ``chat_template`` (the tokenizer's own template) or a dotted class path. Training, chat, the demo and
+            the server use it.
+        system_prompt: system prompt of styles that have one (None: the style's default).
+        projector: ``linear`` (PandaGPT) or ``mlp2x_gelu`` (LLaVA-1.5).
+        soft_tokens: soft tokens per modality embedding.
+        decoding: default decoding of chat, demo and server: ``sample`` (the official top-p 0.01) or ``greedy``.
+        load_in_4bit: QLoRA: load the frozen LLM in 4-bit NF4 with double quantization and bf16 compute
+            (bitsandbytes; needs a CUDA GPU). LoRA and the projector stay in full precision.
     """
 
     def __init__(
@@ -162,7 +198,7 @@ class PandaGPT(TrainableOnlyCheckpoints):
         lora_r: int = 32,
         lora_alpha: int = 32,
         lora_dropout: float = 0.1,
-        lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+        lora_target_modules: tuple[str, ...] | str | None = None,
         max_tgt_len: int = 1024,
         bos_token_id: int | None = None,
         pad_token_id: int | None = None,
@@ -174,15 +210,22 @@ class PandaGPT(TrainableOnlyCheckpoints):
         min_warmup_steps: int = 10,
         loss_reduction: LossReduction = "micro_batch_mean",
         gradient_checkpointing: bool = False,
+        prompt_style: str = "vicuna_v0",
+        system_prompt: str | None = None,
+        projector: ProjectorKind = "linear",
+        soft_tokens: int = 1,
+        decoding: Literal["sample", "greedy"] = "sample",
+        load_in_4bit: bool = False,
     ) -> None:
         super().__init__()
         if not llm_path:
             raise ValueError("model.llm_path must name a local folder with the base LLM (config + weights)")
         if loss_reduction not in ("micro_batch_mean", "global_token_mean"):
             raise ValueError(f"loss_reduction must be micro_batch_mean or global_token_mean, got {loss_reduction!r}")
+        if decoding not in ("sample", "greedy"):
+            raise ValueError(f"model.decoding must be sample or greedy, got {decoding!r}")
         self.save_hyperparameters(ignore=["embedder"], logger=False)
-        # Plain lists, so checkpoints stay loadable with torch.load(weights_only=True).
-        self.hparams.update(lora_target_modules=list(lora_target_modules), betas=list(betas))
+        self.hparams.update(betas=list(betas))
         from lit_multimodal.multimodal.pandagpt.quickstart import resolve_llm_path
 
         self.llm_path = resolve_llm_path(str(llm_path))
@@ -194,23 +237,39 @@ class PandaGPT(TrainableOnlyCheckpoints):
         self.pad_token_id = pad_token_id
         self.loss_reduction = loss_reduction
         self.lr = lr
+        self.prompt_style = prompt_style
+        self.system_prompt = system_prompt
+        self.soft_tokens = soft_tokens
+        self.decoding = decoding
 
         from transformers import AutoModelForCausalLM
+
+        from lit_multimodal.multimodal.pandagpt.lora_targets import resolve_lora_targets
 
         kwargs: dict[str, Any] = {"local_files_only": True, "dtype": _torch_dtype(dtype)}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
+        if load_in_4bit:
+            kwargs.update(_four_bit_kwargs())
         llm = AutoModelForCausalLM.from_pretrained(self.llm_path, **kwargs)
         llm.config.use_cache = False
+        self._check_tokenizer(llm)
         backbone = sum(_numel(p) for p in llm.parameters())
-        self.llama_model = apply_lora(llm, lora_r, lora_alpha, lora_dropout, lora_target_modules)
+        targets = resolve_lora_targets(llm.config, lora_target_modules)
+        # Plain lists, so checkpoints stay loadable with torch.load(weights_only=True).
+        self.hparams.update(lora_target_modules=targets)
+        if load_in_4bit:
+            from peft import prepare_model_for_kbit_training
+
+            llm = prepare_model_for_kbit_training(llm, use_gradient_checkpointing=gradient_checkpointing)
+        self.llama_model = apply_lora(llm, lora_r, lora_alpha, lora_dropout, targets)
         # from_pretrained returns the model in eval mode and Lightning keeps submodule modes as found, which would
         # switch LoRA dropout off; the official trains with everything in train mode.
         self.llama_model.train()
         if gradient_checkpointing:
             self.llama_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         # Created after get_peft_model, as the official, so peft's freezing never touches it.
-        self.llama_proj = nn.Linear(embed_dim, llm.config.hidden_size, bias=True)
+        self.llama_proj = build_projector(projector, embed_dim, llm.config.get_text_config().hidden_size, soft_tokens)
         self.backbone_params = backbone
         self.check_trainable()
         self.param_counts = self.count_parameters()
@@ -218,6 +277,47 @@ class PandaGPT(TrainableOnlyCheckpoints):
         self.strict_loading = False
         self._window_tokens = torch.zeros((), dtype=torch.float64)
         self._empty_batches = 0
+
+    def _check_tokenizer(self, llm: nn.Module) -> None:
+        """Fails early on a prompt style the tokenizer cannot render; grows the embeddings for added tokens."""
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.llm_path, local_files_only=True)
+        except (OSError, ValueError) as err:  # a folder without tokenizer files (data.tokenizer names another)
+            log.info("no tokenizer in %s (%s); prompt style checked when the data loads", self.llm_path, err)
+            return
+        self.conversation_tokenizer(tokenizer)
+        rows = llm.get_input_embeddings().weight.shape[0]
+        if len(tokenizer) > rows:
+            # Added tokens (chat markers) without embedding rows would index out of range; LoRA does not train
+            # the new rows, so they stay at their initialisation.
+            rank_zero_warn(
+                f"tokenizer has {len(tokenizer)} tokens, embeddings {rows}: resizing; new rows are untrained"
+            )
+            llm.resize_token_embeddings(len(tokenizer))
+
+    def conversation_tokenizer(self, tokenizer: Any, max_tgt_len: int | None = None) -> Any:
+        """The conversation tokenizer of this model's prompt style, special ids and soft-token count.
+
+        A :class:`~lit_multimodal.multimodal.pandagpt.conversation.ConversationTokenizer`, used by the data, chat,
+        demo and server alike.
+        """
+        from lit_multimodal.multimodal.pandagpt.conversation import ConversationTokenizer
+
+        return ConversationTokenizer(
+            tokenizer,
+            max_tgt_len=max_tgt_len or self.max_tgt_len,
+            bos_token_id=self.bos_token_id,
+            pad_token_id=self.pad_token_id,
+            prompt_style=self.prompt_style,
+            soft_tokens=self.soft_tokens,
+            system_prompt=self.system_prompt,
+        )
+
+    def project(self, modality_embeds: torch.Tensor) -> torch.Tensor:
+        """``(B, embed_dim)`` modality embeddings → ``(B, soft_tokens, hidden)`` soft tokens."""
+        return project(self.llama_proj, modality_embeds, self.soft_tokens)
 
     # -- parameters -------------------------------------------------------------------------------
     def check_trainable(self) -> None:
@@ -258,15 +358,15 @@ class PandaGPT(TrainableOnlyCheckpoints):
     def build_inputs_embeds(
         self, input_ids: torch.Tensor, modality_embeds: torch.Tensor, image_position: int
     ) -> torch.Tensor:
-        """Token embeddings with the projected modality embedding as the token at ``image_position``.
+        """Token embeddings with the projected modality embedding as the token(s) from ``image_position`` on.
 
-        Equal to the official ``cat([bos, prefix, llama_proj(embed), text])``: the placeholder id there is never
+        Equal to the official ``cat([bos, prefix, llama_proj(embed), text])``: the placeholder ids there are never
         embedded into the result.
         """
         tokens = self.llama_model.get_input_embeddings()(input_ids)
-        proj = self.llama_proj(modality_embeds.to(self.llama_proj.weight.dtype))
-        soft = proj.unsqueeze(1).to(tokens.dtype)
-        return torch.cat([tokens[:, :image_position], soft, tokens[:, image_position + 1 :]], dim=1)
+        soft = self.project(modality_embeds).to(tokens.dtype)
+        end = image_position + soft.shape[1]
+        return torch.cat([tokens[:, :image_position], soft, tokens[:, end:]], dim=1)
 
     def forward(
         self,
@@ -397,7 +497,8 @@ class PandaGPT(TrainableOnlyCheckpoints):
             "lora_r": self.hparams.lora_r,
             "lora_alpha": self.hparams.lora_alpha,
             "lora_dropout": self.hparams.lora_dropout,
-            "lora_targets": ",".join(self.hparams.lora_target_modules),
+            "lora_targets": _joined(self.hparams.lora_target_modules),
+            "prompt_style": str(self.prompt_style),
             "lr": self.lr,
             "weight_decay": self.hparams.weight_decay,
             "loss_reduction": self.loss_reduction,

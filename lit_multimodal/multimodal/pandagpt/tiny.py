@@ -152,3 +152,151 @@ def write_tiny_llama(
         model = LlamaForCausalLM(config)
     model.to(dtype).save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+#: Per family: transformers config class, special tokens added after the LLaMA-layout vocabulary, BOS/EOS/PAD
+#: token strings (None: the family has none) and the tokenizer's chat template (None: no template).
+FAMILIES: dict[str, dict] = {
+    "llama3": {
+        "config": "LlamaConfig",
+        "added": ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        "bos": "<|begin_of_text|>",
+        "eos": "<|end_of_text|>",
+        "pad": None,
+    },
+    "mistral": {"config": "MistralConfig", "added": [], "bos": BOS, "eos": EOS, "pad": None},
+    "qwen2": {
+        "config": "Qwen2Config",
+        "added": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        "bos": None,
+        "eos": "<|im_end|>",
+        "pad": "<|endoftext|>",
+        "byte_level": True,
+    },
+    "gemma": {
+        "config": "GemmaConfig",
+        "added": ["<start_of_turn>", "<end_of_turn>", "<pad>"],
+        "bos": BOS,
+        "eos": "<end_of_turn>",
+        "pad": "<pad>",
+        "chat_template": (
+            "{{ bos_token }}{% for message in messages %}{% set role = 'model' if message['role'] == 'assistant' "
+            "else message['role'] %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + "
+            "'<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+        ),
+    },
+    "phi3": {
+        "config": "Phi3Config",
+        "added": ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|endoftext|>"],
+        "bos": BOS,
+        "eos": "<|end|>",
+        "pad": "<|endoftext|>",
+        "chat_template": (
+            "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
+            "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+        ),
+    },
+}
+
+
+def build_tiny_byte_level_tokenizer(text: str = TINY_TEXT, vocab_size: int = 600):
+    """A GPT-2/Qwen-style byte-level BPE (no unknown token, no word-start marker) trained on ``text``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tokenizer.train_from_iterator(text.splitlines(keepends=True), trainer)
+    return tokenizer
+
+
+def write_tiny_causal_lm(
+    folder: str | Path,
+    family: str,
+    hidden_size: int = 32,
+    num_hidden_layers: int = 1,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    intermediate_size: int = 64,
+    seed: int = 0,
+    base_tokenizer=None,
+) -> Path:
+    """Writes a random-weight tiny model of another architecture family with its special tokens.
+
+    The families (:data:`FAMILIES`) reproduce the traps of their real tokenizers: LLaMA-3 headers and
+    ``<|eot_id|>``, Qwen2 ChatML on a byte-level BPE without BOS and with a separate PAD, Gemma turn markers with
+    a chat template, Phi-3's fused ``qkv_proj`` with its template; Mistral uses the LLaMA vocabulary with
+    grouped-query attention.
+
+    Args:
+        folder: output folder (created).
+        family: ``llama3``, ``mistral``, ``qwen2``, ``gemma`` or ``phi3``.
+        hidden_size: model width.
+        num_hidden_layers: decoder layers.
+        num_attention_heads: attention heads.
+        num_key_value_heads: key/value heads (grouped-query attention when fewer than the heads).
+        intermediate_size: MLP width.
+        seed: weight initialisation seed.
+        base_tokenizer: a tokenizer from :func:`build_tiny_tokenizer` to start from (saves the BPE training).
+    """
+    import transformers
+    from tokenizers import AddedToken, Tokenizer, processors
+
+    spec = FAMILIES[family]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if spec.get("byte_level"):
+        base = build_tiny_byte_level_tokenizer()
+    else:
+        base = base_tokenizer or build_tiny_tokenizer()
+    tokenizer = Tokenizer.from_str(base.to_str())
+    tokenizer.add_special_tokens([AddedToken(token, normalized=False, special=True) for token in spec["added"]])
+    bos = spec["bos"]
+    if bos is None:
+        tokenizer.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B", special_tokens=[])
+    else:
+        bos_id = tokenizer.token_to_id(bos)
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
+        )
+    tokenizer.save(str(folder / "tokenizer.json"))
+    config_json = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": bos,
+        "eos_token": spec["eos"],
+        "pad_token": spec["pad"],
+        "unk_token": None if spec.get("byte_level") else UNK,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 2048,
+        "padding_side": "right",
+    }
+    if spec.get("chat_template"):
+        config_json["chat_template"] = spec["chat_template"]
+    (folder / "tokenizer_config.json").write_text(json.dumps(config_json, indent=2))
+
+    def token_id(token: str | None) -> int | None:
+        return None if token is None else tokenizer.token_to_id(token)
+
+    kwargs = {
+        "vocab_size": tokenizer.get_vocab_size(),
+        "hidden_size": hidden_size,
+        "intermediate_size": intermediate_size,
+        "num_hidden_layers": num_hidden_layers,
+        "num_attention_heads": num_attention_heads,
+        "num_key_value_heads": num_key_value_heads,
+        "max_position_embeddings": 512,
+        "bos_token_id": token_id(bos),
+        "eos_token_id": token_id(spec["eos"]),
+        "pad_token_id": token_id(spec["pad"]),
+    }
+    if family == "gemma":
+        kwargs["head_dim"] = hidden_size // num_attention_heads
+    config = getattr(transformers, spec["config"])(**kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
