@@ -13,6 +13,9 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from lit_multimodal.data.base import DataError
+from lit_multimodal.file_kind import describe_content
+
 __all__ = ["Embedder", "PrecomputedEmbedder"]
 
 
@@ -52,10 +55,16 @@ class PrecomputedEmbedder:
         self.modality = modality
         self.relative_to = relative_to
         self.dtype = getattr(torch, dtype)
-        self.table = load_file(str(file))
+        try:
+            self.table = load_file(str(file))
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for a cut or foreign file
+            raise DataError(
+                f"{file}: not a readable safetensors embedding table ({type(err).__name__}: {err}); the file is "
+                f"{describe_content(file)}"
+            ) from None
         shapes = {tuple(t.shape) for t in self.table.values()}
         if len(shapes) > 1 or any(len(s) != 1 for s in shapes):
-            raise ValueError(f"{file}: every tensor must be 1-d and of one size, found shapes {sorted(shapes)[:4]}")
+            raise DataError(f"{file}: every tensor must be 1-d and of one size, found shapes {sorted(shapes)[:4]}")
         self.dim = next(iter(shapes))[0] if shapes else 0
 
     def _key(self, path: str) -> str:
@@ -64,13 +73,13 @@ class PrecomputedEmbedder:
         return os.path.relpath(path, self.relative_to)
 
     def embed(self, modality: str, paths: list[str]) -> torch.Tensor:
-        """Looks up ``paths``; raises ``KeyError`` naming the first path that the file does not hold."""
+        """Looks up ``paths``; raises :class:`DataError` naming the first path that the file does not hold."""
         if modality != self.modality:
             raise ValueError(f"{self.path} holds {self.modality!r} embeddings, not {modality!r}")
         rows = []
         for path in paths:
             key = self._key(path)
             if key not in self.table:
-                raise KeyError(f"no embedding for {key!r} in {self.path} ({len(self.table)} entries)")
+                raise DataError(f"no embedding for {key!r} in {self.path} ({len(self.table)} entries)")
             rows.append(self.table[key])
         return torch.stack(rows).to(self.dtype)
