@@ -191,8 +191,8 @@ class PandaGPT(TrainableOnlyCheckpoints):
         table_dim = embedder.dim if isinstance(embedder, PrecomputedEmbedder) else None
         if table_dim and table_dim != embed_dim:
             raise DataError(
-                f"{embedder.path}: embeddings are {table_dim} wide but model.embed_dim is {embed_dim}; use a table of the "
-                f"encoder PandaGPT reads (1024 for ImageBind-huge) or set model.embed_dim: {table_dim}"
+                f"{embedder.path}: embeddings are {table_dim} wide but model.embed_dim is {embed_dim}; use a table "
+                f"of the encoder PandaGPT reads (1024 for ImageBind-huge) or set model.embed_dim: {table_dim}"
             )
         self.llm_path = resolve_llm_path(str(llm_path))
         self.embedder = embedder
