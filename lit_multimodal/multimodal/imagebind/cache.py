@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from lit_multimodal.paths import make_shareable
+
 from .preprocess.errors import InputError
 
 __all__ = ["EmbeddingCache", "content_key", "file_digest", "table_key"]
@@ -99,6 +101,7 @@ class EmbeddingCache:
             index += 1
         partial = shard.with_name(f".{shard.name}.{os.getpid()}.tmp")
         save_file(new, str(partial))
+        make_shareable(partial)  # safetensors creates files readable by their owner only
         os.replace(partial, shard)
         table.update(new)
         return shard

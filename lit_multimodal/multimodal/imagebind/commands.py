@@ -10,6 +10,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from lit_multimodal.paths import make_shareable
+
 from .encode import ImageBindEncoder, loader_key
 from .preprocess.errors import InputError
 from .preprocess.text import check_texts
@@ -103,6 +105,7 @@ def embed(
     """
     if loader_key(modality) == "text":
         items = [files] if isinstance(files, str) else list(files)
+        check_texts(items)
     else:
         items = expand_files(files)
     encoder = _encoder(checkpoint, preset, dtype, device, batch_size, out, pandagpt)
@@ -121,6 +124,7 @@ def embed(
 
         Path(table).expanduser().parent.mkdir(parents=True, exist_ok=True)
         save_file({item: row.contiguous() for item, row in zip(items, embeddings, strict=True)}, table)
+        make_shareable(table)
         summary["table"] = table
     return summary
 
