@@ -73,13 +73,13 @@ class PrecomputedEmbedder:
         return os.path.relpath(path, self.relative_to)
 
     def embed(self, modality: str, paths: list[str]) -> torch.Tensor:
-        """Looks up ``paths``; raises :class:`DataError` naming the first path that the file does not hold."""
+        """Looks up ``paths``; raises ``KeyError`` naming the first path that the file does not hold."""
         if modality != self.modality:
             raise ValueError(f"{self.path} holds {self.modality!r} embeddings, not {modality!r}")
         rows = []
         for path in paths:
             key = self._key(path)
             if key not in self.table:
-                raise DataError(f"no embedding for {key!r} in {self.path} ({len(self.table)} entries)")
+                raise KeyError(f"no embedding for {key!r} in {self.path} ({len(self.table)} entries)")
             rows.append(self.table[key])
         return torch.stack(rows).to(self.dtype)
