@@ -135,7 +135,7 @@ class LitMMCLI(LightningCLI):
         try:
             super()._run_subcommand(subcommand)
         except BaseException as err:
-            self._write_result("failed", error=f"{type(err).__name__}: {err}", trace=traceback.format_exc())
+            self._write_result("failed", error=f"{type(err).__name__}: {_message(err)}", trace=traceback.format_exc())
             raise
 
     def after_fit(self) -> None:

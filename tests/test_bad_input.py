@@ -83,6 +83,9 @@ def test_an_error_inside_a_loader_worker_is_one_line(tmp_path, tiny_dataset, cap
     code, out = _exit(["fit", "--config", str(config), "--data.init_args.num_workers", "1"], capsys)
     assert code == 1
     assert _one_error_line(out).startswith(f"error: cannot read image {bad}: ")
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == "failed" and result["error"].startswith(f"DataError: cannot read image {bad}: ")
+    assert "\n" not in result["error"]
 
 
 def test_nan_loss_stops_with_one_line(tmp_path, tiny_dataset, capsys):
