@@ -271,7 +271,8 @@ class ImageClassificationDataModule(LightningDataModule, ABC):
                     self._check_samples(self.split_names()[role], listed)
                 if listed is not None:
                     samples[role] = listed
-            self.check_classes(samples)
+            if "train" in samples:  # not when the train images were swapped for cached features
+                self.check_classes(samples)
 
     def check_classes(self, samples: dict[str, list[Sample]]) -> None:
         """Hook: checks the labels of every split together at ``fit`` (the base checks only their range)."""
