@@ -135,7 +135,7 @@ class LitMMCLI(LightningCLI):
         try:
             super()._run_subcommand(subcommand)
         except BaseException as err:
-            self._write_result("failed", error=f"{type(err).__name__}: {err}", trace=traceback.format_exc())
+            self._write_result("failed", error=f"{type(err).__name__}: {_message(err)}", trace=traceback.format_exc())
             raise
 
     def after_fit(self) -> None:
@@ -247,6 +247,23 @@ def _user_error(err: BaseException) -> BaseException | None:
     return None
 
 
+def _message(err: BaseException) -> str:
+    """The message of a user error; for one re-raised from a DataLoader worker, without the worker's traceback.
+
+    PyTorch re-raises a worker's exception as the same type with the message ``Caught <type> in DataLoader worker
+    process N.`` followed by the worker's traceback; the original message is in the traceback's last entry.
+    """
+    text = str(err)
+    lines = text.splitlines()
+    if not (text.startswith("Caught ") and len(lines) > 2 and lines[1].startswith("Original Traceback")):
+        return text
+    for index in range(2, len(lines)):
+        if lines[index] and not lines[index].startswith(" "):  # "package.module.Type: message"
+            original = "\n".join(lines[index:])
+            return original.split(": ", 1)[1] if ": " in lines[index] else original
+    return text
+
+
 FUNCTION_COMMANDS = ("prepare", "sweep", "report", "embed", "zeroshot", "export", "chat", "demo", "serve")
 FIT_CONFIG_COMMANDS = ("export", "chat", "demo", "serve")
 
@@ -298,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         cause = _user_error(err)
         if cause is None or os.environ.get("LIT_MM_DEBUG"):
             raise
-        print(f"error: {cause}", file=sys.stderr)
+        print(f"error: {_message(cause)}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

@@ -296,12 +296,53 @@ def test_kaldi_fbank_too_short_and_channel():
     assert torch.equal(kaldi_fbank(two), kaldi_fbank(two[:1]))  # channel -1 means 0
 
 
+class _PytorchvideoConstantClips:
+    """pytorchvideo's stateful ``ConstantClipsPerVideoSampler`` (one augmentation per clip), transcribed from
+    ``pytorchvideo/data/clip_sampling.py`` at the commit ImageBind's requirements pin."""
+
+    def __init__(self, clip_duration, clips_per_video):
+        self.clip_duration = Fraction(clip_duration)
+        self.clips_per_video = clips_per_video
+        self.index = 0
+
+    def __call__(self, last_clip_time, video_duration):
+        max_possible_start = Fraction(max(video_duration - self.clip_duration, 0))
+        uniform_clip = Fraction(max_possible_start, max(self.clips_per_video - 1, 1))
+        start = uniform_clip * self.index
+        self.index += 1
+        is_last = self.index >= self.clips_per_video or uniform_clip * self.index > max_possible_start
+        if is_last:
+            self.index = 0
+        return start, start + self.clip_duration, is_last
+
+
+def _official_clip_timepoints(duration, clip_duration, clips):
+    """ImageBind's ``get_clip_timepoints``: call the sampler until it reports the last clip."""
+    sampler, points, end, is_last = _PytorchvideoConstantClips(clip_duration, clips), [], 0.0, False
+    while not is_last:
+        start, end, is_last = sampler(end, duration)
+        points.append((start, end))
+    return points
+
+
+@pytest.mark.parametrize("clips", [1, 2, 3, 5])
+@pytest.mark.parametrize("duration", [0.5, 1.5, 2.0, 3.5, 7.0, 10.3])
+def test_clip_placement_matches_pytorchvideo(duration, clips):
+    got = constant_clips_per_video(duration, 2, clips)
+    assert got == _official_clip_timepoints(duration, 2, clips)
+    assert len(got) == clips and got[0][0] == 0
+    if duration > 2 and clips > 1:
+        assert float(got[-1][1]) == pytest.approx(duration)  # the last clip ends at the end of the recording
+
+
 def test_clip_placement():
     for d in (1.5, 2.0):
         assert constant_clips_per_video(d, 2, 3) == [(0, 2)] * 3
+    # the example of the official preprocessing: 3.5 s, three clips of 2 s
+    assert constant_clips_per_video(3.5, 2, 3) == [(0, 2), (Fraction(3, 4), Fraction(11, 4)), (Fraction(3, 2), 3.5)]
     clips = constant_clips_per_video(7.0, 2, 3)
-    assert clips == [(0, 2), (Fraction(5, 3), Fraction(11, 3)), (Fraction(10, 3), Fraction(16, 3))]
-    assert [int(s * 16000) for s, _ in clips] == [0, 26666, 53333]
+    assert clips == [(0, 2), (Fraction(5, 2), Fraction(9, 2)), (5, 7)]
+    assert [int(s * 16000) for s, _ in clips] == [0, 40000, 80000]
 
 
 def test_audio_end_to_end_matches_reference(tmp_path):
@@ -406,17 +447,18 @@ def video_4s(tmp_path_factory):
 def test_video_shape_frames_and_crops(video_4s):
     x = load_video([video_4s])
     assert x.shape == (1, 15, 3, 2, 224, 224) and x.dtype == torch.float32
-    # 4 s at 10 fps: clip k spans [0.4 k, 0.4 k + 2) s = frames 4k .. 4k + 19; keeps the first and the last
+    # 4 s at 10 fps: clip k spans [0.5 k, 0.5 k + 2) s = frames 5k .. 5k + 19 (the last clip ends on the last
+    # frame); keeps the first and the last
     for k in range(5):
         for c in range(3):
-            assert _frame_ids(x[0, 3 * k + c]) == [4 * k, 4 * k + 19], (k, c)
+            assert _frame_ids(x[0, 3 * k + c]) == [5 * k, 5 * k + 19], (k, c)
 
     # crops: 240x320 -> 224x298 (floor(320 / 240 * 224)); x offsets 0, ceil(74 / 2) = 37, 74
     container = av.open(str(video_4s))
     decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     container.close()
     k = 2
-    frames = torch.from_numpy(np.stack([decoded[4 * k], decoded[4 * k + 19]])).permute(3, 0, 1, 2).float() / 255
+    frames = torch.from_numpy(np.stack([decoded[5 * k], decoded[5 * k + 19]])).permute(3, 0, 1, 2).float() / 255
     scaled = torch.nn.functional.interpolate(frames, size=(224, 298), mode="bilinear", align_corners=False)
     scaled = (scaled - torch.tensor(CLIP_MEAN).float().view(3, 1, 1, 1)) / torch.tensor(CLIP_STD).float().view(
         3, 1, 1, 1
@@ -449,8 +491,8 @@ def test_video_errors_name_the_file(tmp_path):
         load_video([tmp_path / "sound.wav"])
     with pytest.raises(InputError, match=r"missing\.mp4: file not found"):
         load_video([tmp_path / "missing.mp4"])
-    # 3 frames at 0.2 fps = 15 s: the clip [2.6 s, 4.6 s) holds no frame
-    with pytest.raises(InputError, match=r"slow\.mp4: no frame in the clip \[2\.600 s, 4\.600 s\) .* of 15\.000 s"):
+    # 3 frames at 0.2 fps (t = 0, 5, 10 s) = 15 s: clips start every 13 / 4 s; [6.5 s, 8.5 s) holds no frame
+    with pytest.raises(InputError, match=r"slow\.mp4: no frame in the clip \[6\.500 s, 8\.500 s\) .* of 15\.000 s"):
         clip_frame_indices(3, 0.2, clips=5, clip_duration=2.0, frames_per_clip=2, path="slow.mp4")
 
 

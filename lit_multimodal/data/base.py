@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from lightning.pytorch import LightningDataModule
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, default_collate
@@ -33,6 +34,37 @@ Sample = tuple[Path, int]
 
 class DataError(ValueError):
     """Bad dataset input: the message names the file (and line or key) at fault."""
+
+
+# What opening an image can raise for a bad file: truncated/unknown data (OSError, UnidentifiedImageError) or more
+# pixels than PIL's decompression-bomb limit (2 x Image.MAX_IMAGE_PIXELS, about 178 Mpx by default).
+UNREADABLE_IMAGE = (OSError, UnidentifiedImageError, Image.DecompressionBombError)
+
+# Single-channel modes with more than 8 bits per pixel (16-bit PNG/TIFF); convert("RGB") would clip them at 255.
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image.convert("RGB")``, except that 16-bit grey images are scaled to 8 bits instead of clipped.
+
+    PIL converts a 16-bit value ``v`` to ``min(v, 255)``, which turns almost every pixel of a 16-bit PNG white;
+    here ``v`` becomes ``round(v * 255 / 65535)``. A 32-bit integer image (mode ``I``) whose values all fit in
+    0..255 is taken as 8-bit data; otherwise as 16-bit (clipped to 0..65535 first).
+    """
+    if image.mode not in _WIDE_MODES:
+        return image.convert("RGB")
+    values = np.asarray(image).astype(np.int64)
+    if image.mode == "I" and values.min(initial=0) >= 0 and values.max(initial=0) <= 255:
+        grey = values.astype(np.uint8)
+    else:
+        grey = ((np.clip(values, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").convert("RGB")
+
+
+def open_rgb(path: Path) -> Image.Image:
+    """Reads an image file as 8-bit RGB (see :func:`to_rgb`); raises what :data:`UNREADABLE_IMAGE` lists."""
+    with Image.open(path) as img:
+        return to_rgb(img)
 
 
 class ImageListDataset(Dataset):
@@ -56,9 +88,8 @@ class ImageListDataset(Dataset):
     def __getitem__(self, index: int):
         path, label = self.samples[index]
         try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")
-        except (OSError, UnidentifiedImageError) as err:
+            image = open_rgb(path)
+        except UNREADABLE_IMAGE as err:
             if self.skip_corrupt:
                 log.warning("skipping unreadable image %s: %s", path, err)
                 return None
@@ -132,6 +163,10 @@ class ImageClassificationDataModule(LightningDataModule, ABC):
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
+        positive = (("batch_size", batch_size, 1), ("num_workers", num_workers, 0), ("img_size", img_size, 1))
+        for key, value, least in positive:
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise DataError(f"data.{key} is {value!r}; expected an integer >= {least}")
         self.root = Path(root).expanduser()
         self.num_classes = num_classes
         self.batch_size = batch_size
@@ -217,11 +252,30 @@ class ImageClassificationDataModule(LightningDataModule, ABC):
         self.datasets[role] = ImageListDataset(samples, self.transform_for(role), self.skip_corrupt)
 
     def setup(self, stage: str | None = None) -> None:
-        """Reads and checks the split lists the stage needs."""
+        """Reads and checks the split lists the stage needs.
+
+        ``fit`` also reads and checks the test split's list (every listed image must exist), so that a fault
+        there stops the run before the first training step instead of after training.
+        """
+        stage = stage or "fit"
         roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-        for role in roles.get(stage or "fit", ("train", "val", "test")):
+        for role in roles.get(stage, ("train", "val", "test")):
             if self.has_split(role) and role not in self.datasets:
                 self._setup_role(role)
+        if stage == "fit":
+            samples: dict[str, list[Sample]] = {}
+            for role in ("train", "val", "test"):
+                listed = getattr(self.datasets.get(role), "samples", None)
+                if listed is None and role == "test" and self.has_split(role):
+                    listed = self.read_split(self.split_names()[role])
+                    self._check_samples(self.split_names()[role], listed)
+                if listed is not None:
+                    samples[role] = listed
+            if "train" in samples:  # not when the train images were swapped for cached features
+                self.check_classes(samples)
+
+    def check_classes(self, samples: dict[str, list[Sample]]) -> None:
+        """Hook: checks the labels of every split together at ``fit`` (the base checks only their range)."""
 
     def _loader(self, role: str, shuffle: bool) -> DataLoader:
         if role not in self.datasets:  # e.g. DeepSpeed asks for the train loader during test

@@ -11,6 +11,7 @@ carved from train, stratified by class and seeded.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,8 @@ from typing import Literal
 import numpy as np
 
 from lit_multimodal.data.base import DataError, ImageClassificationDataModule, Sample
+
+log = logging.getLogger(__name__)
 
 BCI_CLASSES = ("0", "1+", "2+", "3+")
 BCI_NAME = re.compile(r"^(?P<id>\d+)_(?P<split>train|test)_(?P<score>0|1\+|2\+|3\+)\.png$")
@@ -128,7 +131,36 @@ class BCIDataModule(ImageClassificationDataModule):
                 f"folders under it: {', '.join(present) or 'none'})"
             )
         files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file())
-        return [(path, parse_bci_name(path, split)) for path in files]
+        samples = [(path, parse_bci_name(path, split)) for path in files]
+        paired = set(self._paired(folder, files, split))
+        return [sample for sample in samples if sample[0] in paired]
+
+    def _paired(self, folder: Path, files: list[Path], split: str) -> list[Path]:
+        """``files`` after checking that the other stain holds the same names (when its folder exists).
+
+        A patch without its registered pair is an error naming it; with ``skip_corrupt`` the unpaired patches
+        of either stain are left out with a warning that counts and names them, so both stains keep the same
+        images (and the same validation carve).
+        """
+        other_stain = "IHC" if self.stain == "HE" else "HE"
+        other = self.root / other_stain / split
+        if not other.is_dir():
+            return files
+        names = {p.name for p in files}
+        other_names = {p.name for p in other.iterdir() if not p.name.startswith(".") and p.is_file()}
+        lonely = [folder / n for n in sorted(names - other_names)] + [other / n for n in sorted(other_names - names)]
+        if not lonely:
+            return files
+        partner = {str(p): str(other / p.name) if p.parent == folder else str(folder / p.name) for p in lonely}
+        shown = "; ".join(f"{p} (no {partner[str(p)]})" for p in lonely[:3])
+        more = f" and {len(lonely) - 3} more" if len(lonely) > 3 else ""
+        if not self.skip_corrupt:
+            raise DataError(
+                f"BCI {split}: {len(lonely)} patches have no registered HE/IHC pair: "
+                f"{shown}{more} (set skip_corrupt: true to use the paired patches only)"
+            )
+        log.warning("BCI %s: leaving out %d patches without a registered pair: %s%s", split, len(lonely), shown, more)
+        return [p for p in files if p.name in other_names]
 
     def read_split(self, split: str) -> list[Sample]:
         """``train``/``val`` from the seeded carve of the official train folder, ``test`` from the test folder."""

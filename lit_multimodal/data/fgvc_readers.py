@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,8 @@ class OfficialSplits:
     val: Split | None
     image_root: Path
     layout: str
+    sources: dict[str, str] = field(default_factory=dict)
+    """Where each key's label comes from (``image_class_labels.txt line 12``, ``imagelabels.mat labels[7]``)."""
 
 
 # -- small readers ------------------------------------------------------------------------------------
@@ -102,8 +104,13 @@ def _parse_int(text: str, path: Path, number: int, what: str) -> int:
         raise DataError(f"{path} line {number}: {what} {text!r} is not an integer") from None
 
 
-def _join_text_splits(src: Path, label_of: Callable[[str, Path, int], Label]) -> tuple[Split, Split]:
-    """Joins ``images.txt``, ``image_class_labels.txt`` and ``train_test_split.txt`` (CUB and NABirds)."""
+def _join_text_splits(
+    src: Path, label_of: Callable[[str, Path, int], Label], sources: dict[str, str] | None = None
+) -> tuple[Split, Split]:
+    """Joins ``images.txt``, ``image_class_labels.txt`` and ``train_test_split.txt`` (CUB and NABirds).
+
+    ``sources``, when given, receives each key's label line (``<image_class_labels.txt> line N``).
+    """
     images_path = src / "images.txt"
     labels_path = src / "image_class_labels.txt"
     split_path = src / "train_test_split.txt"
@@ -122,6 +129,8 @@ def _join_text_splits(src: Path, label_of: Callable[[str, Path, int], Label]) ->
         seen[rel] = number
         class_text, class_line = labels[image_id]
         label = label_of(class_text, labels_path, class_line)
+        if sources is not None:
+            sources[rel] = f"{labels_path} line {class_line}"
         flag, flag_line = is_train[image_id]
         if flag not in ("0", "1"):
             raise DataError(f"{split_path} line {flag_line}: expected 1 (train) or 0 (test), got {flag!r}")
@@ -212,8 +221,9 @@ def _read_cub(src: Path, info: FGVCInfo) -> OfficialSplits:
             raise DataError(f"{path} line {number}: class id {class_id} is not in {classes_path}")
         return names[class_id]
 
-    train, test = _join_text_splits(src, label_of)
-    return OfficialSplits(train, test, None, src / info.image_root, "CUB_200_2011 text files")
+    sources: dict[str, str] = {}
+    train, test = _join_text_splits(src, label_of, sources)
+    return OfficialSplits(train, test, None, src / info.image_root, "CUB_200_2011 text files", sources)
 
 
 def _read_nabirds(src: Path, info: FGVCInfo) -> OfficialSplits:
@@ -223,7 +233,8 @@ def _read_nabirds(src: Path, info: FGVCInfo) -> OfficialSplits:
     def label_of(class_id: str, path: Path, number: int) -> Label:
         return _parse_int(class_id, path, number, "class id")
 
-    train, test = _join_text_splits(src, label_of)
+    sources: dict[str, str] = {}
+    train, test = _join_text_splits(src, label_of, sources)
     hierarchy = src / "hierarchy.txt"
     if hierarchy.is_file():
         parents = {
@@ -232,11 +243,13 @@ def _read_nabirds(src: Path, info: FGVCInfo) -> OfficialSplits:
         }
         inner = sorted(({*train.values(), *test.values()} & parents), key=int)
         if inner:
+            listed = {**train, **test}
+            first = next(sources[key] for key in sorted(listed) if listed[key] == inner[0])
             raise DataError(
                 f"{src / 'image_class_labels.txt'}: labels {preview(inner)} are inner nodes of {hierarchy} "
-                "(parents of other classes); NABirds images must carry leaf classes"
+                f"(parents of other classes; label {inner[0]} at {first}); NABirds images must carry leaf classes"
             )
-    return OfficialSplits(train, test, None, src / info.image_root, "nabirds text files")
+    return OfficialSplits(train, test, None, src / info.image_root, "nabirds text files", sources)
 
 
 def _read_flowers(src: Path, info: FGVCInfo) -> OfficialSplits:
@@ -247,6 +260,7 @@ def _read_flowers(src: Path, info: FGVCInfo) -> OfficialSplits:
     setid = _load_mat(setid_path)
     splits: dict[str, Split] = {}
     owner: dict[int, str] = {}
+    sources: dict[str, str] = {}
     for split, name in (("train", "trnid"), ("val", "valid"), ("test", "tstid")):
         mapping: Split = {}
         for number in _mat_ints(setid, setid_path, name):
@@ -256,14 +270,16 @@ def _read_flowers(src: Path, info: FGVCInfo) -> OfficialSplits:
                 raise DataError(f"{setid_path}: image {number} is in both {owner[number]} and {name}")
             owner[number] = name
             mapping[f"jpg/image_{number:05d}.jpg"] = labels[number - 1]
+            sources[f"jpg/image_{number:05d}.jpg"] = f"{labels_path} labels[{number - 1}] (image {number})"
         splits[split] = mapping
-    return OfficialSplits(splits["train"], splits["test"], splits["val"], src / info.image_root, "setid.mat")
+    return OfficialSplits(splits["train"], splits["test"], splits["val"], src / info.image_root, "setid.mat", sources)
 
 
 def _read_dogs(src: Path, info: FGVCInfo) -> OfficialSplits:
     for name in REQUIRED_FILES["dogs"]:
         _require(src, info, "dogs", name)
     splits: dict[str, Split] = {}
+    sources: dict[str, str] = {}
     for split in ("train", "test"):
         path = src / f"{split}_list.mat"
         mat = _load_mat(path)
@@ -271,11 +287,12 @@ def _read_dogs(src: Path, info: FGVCInfo) -> OfficialSplits:
         labels = _mat_ints(mat, path, "labels")
         if len(files) != len(labels):
             raise DataError(f"{path}: {len(files)} entries in file_list but {len(labels)} labels")
-        splits[split] = {
-            _mat_str(f, f"{path} file_list[{i}]"): y for i, (f, y) in enumerate(zip(files, labels, strict=True))
-        }
+        keys = [_mat_str(f, f"{path} file_list[{i}]") for i, f in enumerate(files)]
+        splits[split] = dict(zip(keys, labels, strict=True))
+        sources.update({key: f"{path} labels[{i}]" for i, key in enumerate(keys)})
         _check_distinct(path, len(files), splits[split])
-    return OfficialSplits(splits["train"], splits["test"], None, src / info.image_root, "train_list.mat/test_list.mat")
+    layout = "train_list.mat/test_list.mat"
+    return OfficialSplits(splits["train"], splits["test"], None, src / info.image_root, layout, sources)
 
 
 def _cars_layout(src: Path) -> str:
@@ -290,6 +307,7 @@ def _cars_layout(src: Path) -> str:
 def _read_cars(src: Path, info: FGVCInfo) -> OfficialSplits:
     layout = _cars_layout(src)
     splits: dict[str, Split] = {"train": {}, "test": {}}
+    sources: dict[str, str] = {}
     if layout == "all-in-one":
         path = src / "cars_annos.mat"
         records = _mat_records(_load_mat(path), path, ("relative_im_path", "class", "test"))
@@ -300,8 +318,9 @@ def _read_cars(src: Path, info: FGVCInfo) -> OfficialSplits:
             if test not in (0, 1):
                 raise DataError(f"{where}.test: expected 0 or 1, got {test}")
             splits["test" if test else "train"][rel] = _mat_int(rec["class"], where + ".class")
+            sources[rel] = where + ".class"
         _check_distinct(path, len(records), {**splits["train"], **splits["test"]})
-        return OfficialSplits(splits["train"], splits["test"], None, src / info.image_root, "cars_annos.mat")
+        return OfficialSplits(splits["train"], splits["test"], None, src / info.image_root, "cars_annos.mat", sources)
     train_annos = src / "devkit" / "cars_train_annos.mat"
     test_candidates = [src / "cars_test_annos_withlabels.mat", src / "devkit" / "cars_test_annos_withlabels.mat"]
     test_annos = next((p for p in test_candidates if p.is_file()), None)
@@ -322,9 +341,10 @@ def _read_cars(src: Path, info: FGVCInfo) -> OfficialSplits:
             where = f"{path} annotations[{i}]"
             rel = f"cars_{split}/{_mat_str(rec['fname'], where + '.fname')}"
             splits[split][rel] = _mat_int(rec["class"], where + ".class")
+            sources[rel] = where + ".class"
         _check_distinct(path, len(records), splits[split])
     layout_name = f"devkit ({train_annos.name}, {test_annos.name})"
-    return OfficialSplits(splits["train"], splits["test"], None, src / info.image_root, layout_name)
+    return OfficialSplits(splits["train"], splits["test"], None, src / info.image_root, layout_name, sources)
 
 
 READERS: dict[str, Callable[[Path, FGVCInfo], OfficialSplits]] = {

@@ -27,17 +27,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from lit_multimodal.data.base import DataError, Sample, samples_digest
-from lit_multimodal.paths import cache_dir
+from lit_multimodal.data.base import UNREADABLE_IMAGE, DataError, Sample, open_rgb, samples_digest
+from lit_multimodal.paths import cache_dir, make_shareable
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+
+
+def write_json_shared(path: Path, payload: object) -> None:
+    """Writes JSON atomically (temporary file, rename) with the mode an ordinary ``open()`` gives."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 def default_image_cache_dir() -> Path:
@@ -46,12 +52,19 @@ def default_image_cache_dir() -> Path:
 
 
 class _Decode(Dataset):
-    """Decodes and resizes one image to ``(size, size, 3)`` uint8 (what the cache stores)."""
+    """Decodes and resizes one image to ``(size, size, 3)`` uint8 (what the cache stores).
 
-    def __init__(self, samples: Sequence[Sample], size: int, interpolation: str, antialias: bool) -> None:
+    Yields ``(pixels, error)``: ``error`` is None, or (with ``skip_corrupt``) why the image could not be read, its
+    pixels then being zeros.
+    """
+
+    def __init__(
+        self, samples: Sequence[Sample], size: int, interpolation: str, antialias: bool, skip_corrupt: bool = False
+    ) -> None:
         self.samples = list(samples)
         self.size = size
         self.antialias = antialias
+        self.skip_corrupt = skip_corrupt
         mode = InterpolationMode(interpolation)
         if antialias:  # PIL resize of the uint8 image: exactly the uncached transform's pixels
             self.resize = T.Resize((size, size), interpolation=mode, antialias=True)
@@ -63,17 +76,35 @@ class _Decode(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> np.ndarray:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, str | None]:
         path = self.samples[index][0]
         try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")
-        except OSError as err:
-            raise DataError(f"cannot read image {path}: {err}") from None
+            image = open_rgb(path)
+        except UNREADABLE_IMAGE as err:
+            if not self.skip_corrupt:
+                raise DataError(f"cannot read image {path}: {err} (set skip_corrupt: true to skip it)") from None
+            return np.zeros((self.size, self.size, 3), np.uint8), f"{type(err).__name__}: {err}"
         out = self.resize(image)
         if self.antialias:
-            return np.asarray(out, dtype=np.uint8)
-        return (out.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            return np.asarray(out, dtype=np.uint8), None
+        return (out.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy(), None
+
+
+def _collate(items: list[tuple[np.ndarray, str | None]]) -> tuple[np.ndarray, list[str | None]]:
+    return np.stack([pixels for pixels, _ in items]), [error for _, error in items]
+
+
+def skipped_path(array_path: Path) -> Path:
+    """The ``<digest>.skipped.json`` next to a decoded array: the images that could not be read when it was built."""
+    return array_path.with_suffix(".skipped.json")
+
+
+def read_skipped(array_path: Path) -> dict[int, str]:
+    """Row index → reason of every image skipped as unreadable when ``array_path`` was built (empty: none)."""
+    sidecar = skipped_path(array_path)
+    if not sidecar.is_file():
+        return {}
+    return {int(row["index"]): str(row["error"]) for row in json.loads(sidecar.read_text())["skipped"]}
 
 
 def build_decoded_array(
@@ -83,8 +114,12 @@ def build_decoded_array(
     antialias: bool = False,
     directory: str | Path | None = None,
     num_workers: int = 0,
+    skip_corrupt: bool = False,
 ) -> Path:
     """The ``.npy`` file of a split's decoded, resized images; built on first use (atomically).
+
+    An unreadable image is an error naming it, or with ``skip_corrupt`` a row of zeros listed (with the reason)
+    in :func:`skipped_path`, written before the array appears; :func:`read_skipped` returns those rows.
 
     Args:
         samples: the split's ``(path, label)`` list.
@@ -93,6 +128,7 @@ def build_decoded_array(
         antialias: PIL resize (antialiased) instead of the TF-style float resize.
         directory: cache folder (default :func:`default_image_cache_dir`).
         num_workers: decoding processes.
+        skip_corrupt: record unreadable images instead of failing.
 
     Returns:
         The path of the ``(N, size, size, 3)`` uint8 array.
@@ -115,18 +151,29 @@ def build_decoded_array(
     try:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(samples), size, size, 3))
         loader = DataLoader(
-            _Decode(samples, size, interpolation, antialias),
+            _Decode(samples, size, interpolation, antialias, skip_corrupt),
             batch_size=32,
             num_workers=num_workers,
-            collate_fn=np.stack,
+            collate_fn=_collate,
             generator=torch.Generator(),  # leave the global RNG as an uncached run leaves it
         )
         start = 0
-        for batch in loader:
+        skipped = []
+        for batch, errors in loader:
             array[start : start + len(batch)] = batch
+            skipped += [
+                {"index": start + i, "path": str(samples[start + i][0]), "error": error}
+                for i, error in enumerate(errors)
+                if error is not None
+            ]
             start += len(batch)
         array.flush()
         del array
+        if skipped:
+            write_json_shared(skipped_path(path), {"skipped": skipped})
+        elif skipped_path(path).exists():  # left by an earlier build that did not finish
+            skipped_path(path).unlink()
+        make_shareable(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -144,6 +191,7 @@ class DecodedImageDataset(Dataset):
         mean: normalisation mean.
         std: normalisation std.
         resize: description of the resize that made the array (for the fingerprint).
+        rows: the array row of each sample (default: row i for sample i); skipped images leave rows out.
     """
 
     def __init__(
@@ -153,9 +201,13 @@ class DecodedImageDataset(Dataset):
         mean: Sequence[float],
         std: Sequence[float],
         resize: str,
+        rows: Sequence[int] | None = None,
     ) -> None:
         self.array_path = Path(array_path)
         self.samples = list(samples)
+        self.rows = list(range(len(self.samples))) if rows is None else list(rows)
+        if len(self.rows) != len(self.samples):
+            raise ValueError(f"{len(self.rows)} rows for {len(self.samples)} samples")
         self.labels = [label for _, label in self.samples]
         self.mean, self.std = list(mean), list(std)
         # The same torchvision ops as the uncached transform's tail, so the PIL-resize path is bit-exact.
@@ -179,7 +231,7 @@ class DecodedImageDataset(Dataset):
         return state
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        pixels = torch.from_numpy(np.array(self.array[index])).permute(2, 0, 1)
+        pixels = torch.from_numpy(np.array(self.array[self.rows[index]])).permute(2, 0, 1)
         return self.normalise(pixels), self.labels[index]
 
     def fingerprint(self) -> dict[str, str]:

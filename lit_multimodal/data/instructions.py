@@ -182,6 +182,9 @@ class InstructionDataModule(LightningDataModule):
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        for key, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise DataError(f"data.{key} is {value!r}; expected an integer >= {least}")
         self.json_path = json_path
         self.image_root = image_root
         self.format = format

@@ -98,3 +98,17 @@ class ListFileDataModule(ImageClassificationDataModule):
     def read_split(self, split: str) -> list[Sample]:
         """Reads ``<list_dir>/<split>.txt`` into absolute paths and 0-based labels."""
         return read_list_file(self.list_path(split), self.num_classes)
+
+    def check_classes(self, samples: dict[str, list[Sample]]) -> None:
+        """At ``fit``: ``num_classes`` larger than the highest label of every list file + 1 is an error.
+
+        Such trailing classes have no image in any split, so the head would get outputs that never train (a
+        typo in ``num_classes``, or list files of another dataset).
+        """
+        labels = {label for listed in samples.values() for _, label in listed}
+        if labels and max(labels) + 1 < self.num_classes:
+            files = ", ".join(str(self.list_path(self.split_names()[role])) for role in samples)
+            raise DataError(
+                f"data.num_classes is {self.num_classes} but the labels of {files} only reach {max(labels)} "
+                f"({len(labels)} classes found); set data.num_classes: {max(labels) + 1}"
+            )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from lit_multimodal.data.base import DataError
 from lit_multimodal.data.fgvc import SPLITS, FGVCInfo, fgvc_info
-from lit_multimodal.data.fgvc_readers import READERS, Label, Split, preview
+from lit_multimodal.data.fgvc_readers import READERS, Label, OfficialSplits, Split, preview
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,18 @@ def stratified_val_split(train: Split, val_fraction: float, seed: int) -> tuple[
     new_train = {k: train[k] for k in sorted(train) if k not in held_out}
     val = {k: train[k] for k in sorted(held_out)}
     return new_train, val
+
+
+def _label_sources(official: OfficialSplits, labels: list[Label], counts: Counter | None = None) -> str:
+    """Where each label first appears: ``label 9999: <file> line 12 (test image 0001/a.jpg)`` for an error."""
+    parts = []
+    splits = (("train", official.train), ("val", official.val or {}), ("test", official.test))
+    for label in labels:
+        split, key = next((name, key) for name, split in splits for key in sorted(split) if split[key] == label)
+        images = f", {counts[label]} image{'s' if counts[label] != 1 else ''}" if counts is not None else ""
+        where = official.sources.get(key, official.layout)
+        parts.append(f"label {label!r} at {where} ({split} image {key}{images})")
+    return "; ".join(parts)
 
 
 def _image_folders(info: FGVCInfo, splits: dict[str, Split]) -> list[str]:
@@ -183,17 +195,34 @@ def prepare_fgvc(
     classes = set(listed.values())
     not_in_train = sorted(classes - set(official.train.values()))
     if not_in_train:
-        raise DataError(f"{info.name}: classes {preview(not_in_train)} have no image in the official train split")
+        raise DataError(
+            f"{info.name}: classes {preview(not_in_train)} have no image in the official train split; "
+            f"{_label_sources(official, not_in_train[:3])}"
+        )
     expected = info.num_classes if expected_classes is None else expected_classes
     if len(classes) != expected:
+        counts = Counter(listed.values())
+        rarest = sorted(classes, key=lambda label: (counts[label], str(label)))[:3]
         raise DataError(
             f"{info.name}: {official.layout} yields {len(classes)} classes, expected {expected}; "
-            f"labels found: {preview(sorted(classes), 20)}"
+            f"labels found: {preview(sorted(classes), 20)}; rarest: {_label_sources(official, rarest, counts)}"
         )
 
     if official.val is None:
         train, val = stratified_val_split(official.train, val_fraction, seed)
         val_source = f"stratified {val_fraction:g} of the official train split, seed {seed}"
+        if not val:
+            largest = max(Counter(official.train.values()).values())
+            hint = (
+                f"val_fraction {0.5 / largest:.3g} or more holds out one image of the classes with {largest}"
+                if largest > 1
+                else "every class has a single train image, none can be held out"
+            )
+            raise DataError(
+                f"{info.name}: val.json would be empty: val_fraction {val_fraction:g} holds out "
+                f"round({val_fraction:g} x n) images of a class of n train images (at least one stays in train), "
+                f"and the largest class has {largest}; {hint}"
+            )
     else:
         train, val = official.train, official.val
         val_source = "official"

@@ -20,7 +20,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
 from lit_multimodal.data.base import DataError, Sample
-from lit_multimodal.data.image_cache import DecodedImageDataset, build_decoded_array
+from lit_multimodal.data.image_cache import DecodedImageDataset, build_decoded_array, read_skipped
 from lit_multimodal.data.list_file import ListFileDataModule
 from lit_multimodal.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, Interpolation, TrainTransform
 
@@ -313,6 +313,9 @@ class VTAB1kDataModule(ListFileDataModule):
             )
         return samples
 
+    def check_classes(self, samples: dict[str, list[Sample]]) -> None:
+        """The task fixes the class count (a small split need not show every class); labels are range-checked."""
+
     def transform_for(self, role: str):
         """Direct resize (TF-like float resize unless ``antialias``), otherwise the shared transforms."""
         mode = self.train_transform if role == "train" else self.eval_transform
@@ -332,7 +335,23 @@ class VTAB1kDataModule(ListFileDataModule):
         samples = self.read_split(split)
         self._check_samples(split, samples)
         path = build_decoded_array(
-            samples, self.img_size, self.interpolation, self.antialias, self.decoded_cache_dir, self.num_workers
+            samples,
+            self.img_size,
+            self.interpolation,
+            self.antialias,
+            self.decoded_cache_dir,
+            self.num_workers,
+            skip_corrupt=self.skip_corrupt,
         )
+        skipped = read_skipped(path)
+        if skipped and not self.skip_corrupt:  # skipped when another run built the array with skip_corrupt
+            index, reason = next(iter(skipped.items()))
+            raise DataError(f"cannot read image {samples[index][0]}: {reason} (set skip_corrupt: true to skip it)")
+        for index, reason in skipped.items():
+            log.warning("skipping unreadable image %s: %s", samples[index][0], reason)
+        rows = [i for i in range(len(samples)) if i not in skipped]
+        if not rows:
+            raise DataError(f"split {split!r}: none of the {len(samples)} listed images can be read")
         resize = f"resize {self.img_size} {self.interpolation} antialias={self.antialias}"
-        self.datasets[role] = DecodedImageDataset(path, samples, self.mean, self.std, resize)
+        kept = [samples[i] for i in rows]
+        self.datasets[role] = DecodedImageDataset(path, kept, self.mean, self.std, resize, rows=rows)

@@ -9,6 +9,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lit_multimodal.training.errors import check_setting
+
 
 @dataclass
 class OptimConfig:
@@ -39,6 +41,24 @@ class OptimConfig:
     scale_lr: bool = True
     warmup_epochs: int = 10
     schedule: Literal["warmup_cosine", "constant"] = "warmup_cosine"
+
+
+def check_optim(config: OptimConfig, key: str = "optim") -> None:
+    """Checks the values PyTorch would reject later with a traceback (a negative lr, decay or epsilon).
+
+    Args:
+        config: the settings.
+        key: their place in the config, for the message (e.g. ``model.optim``).
+
+    Raises:
+        SettingError: a value out of range; the message names ``<key>.<field>``.
+    """
+    check_setting(config.base_lr >= 0, f"{key}.base_lr", config.base_lr, "a learning rate >= 0")
+    check_setting(config.weight_decay >= 0, f"{key}.weight_decay", config.weight_decay, "a value >= 0")
+    check_setting(config.momentum >= 0, f"{key}.momentum", config.momentum, "a value >= 0")
+    check_setting(config.eps >= 0, f"{key}.eps", config.eps, "a value >= 0")
+    check_setting(all(0 <= b < 1 for b in config.betas), f"{key}.betas", config.betas, "two values in [0, 1)")
+    check_setting(config.warmup_epochs >= 0, f"{key}.warmup_epochs", config.warmup_epochs, "a count >= 0")
 
 
 def scaled_lr(base_lr: float, global_batch: int, scale: bool = True) -> float:

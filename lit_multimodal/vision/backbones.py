@@ -16,6 +16,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from lit_multimodal.training.errors import SettingError
+
 Pooling = Literal["cls", "mean"]
 
 
@@ -66,7 +68,7 @@ def build_vit(config: BackboneConfig) -> VisionTransformer:
         A ``VisionTransformer`` whose ``forward_head(x, pre_logits=True)`` yields the pooled feature.
 
     Raises:
-        ValueError: for an architecture that is not a class-token ViT.
+        SettingError: for an unknown architecture or one that is not a class-token ViT.
     """
     kwargs: dict[str, Any] = dict(config.overrides)
     kwargs.update(
@@ -79,18 +81,33 @@ def build_vit(config: BackboneConfig) -> VisionTransformer:
         proj_drop_rate=config.dropout,
         drop_path_rate=config.drop_path,
     )
+    if not timm.is_model(config.arch):
+        raise SettingError(f"model.backbone.arch {config.arch!r} is not a timm architecture{_suggest(config.arch)}")
     try:
         model = timm.create_model(config.arch, **kwargs)
-    except RuntimeError as err:  # timm raises RuntimeError for unknown names
-        raise ValueError(f"backbone.arch {config.arch!r}: {err}") from None
+    except (RuntimeError, TypeError, ValueError, AssertionError) as err:  # bad overrides or geometry
+        raise SettingError(f"model.backbone {config.arch!r} cannot be built: {type(err).__name__}: {err}") from None
     if not isinstance(model, VisionTransformer):
-        raise ValueError(f"backbone.arch {config.arch!r} is a {type(model).__name__}, not a timm VisionTransformer")
+        raise SettingError(
+            f"model.backbone.arch {config.arch!r} is a {type(model).__name__}, not a timm VisionTransformer"
+        )
     if not model.has_class_token or model.num_prefix_tokens != 1:
-        raise ValueError(
+        raise SettingError(
             f"backbone.arch {config.arch!r} has {model.num_prefix_tokens} prefix tokens; prompt tuning "
             "here needs exactly one CLS token and no register tokens"
         )
     return model
+
+
+def _suggest(arch: str) -> str:
+    """``"; did you mean ..."`` with the closest timm ViT names, or ``"; ViT names: ..."`` when none is close."""
+    import difflib
+
+    names = [name for name in timm.list_models("*vit*") if name.startswith(("vit_", "test_vit"))]
+    close = difflib.get_close_matches(arch, names, n=3, cutoff=0.6)
+    if close:
+        return f"; did you mean {', '.join(close)}?"
+    return "; ViT names include vit_base_patch16_224, vit_large_patch16_224, vit_huge_patch14_224, test_vit"
 
 
 def patch_area(vit: VisionTransformer) -> int:

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lit_multimodal.file_kind import describe_content
+
 StateDict = dict[str, torch.Tensor]
 
 
@@ -60,6 +62,9 @@ def torch_load(path: Path) -> object:
 
 
 def _npz_load(path: Path) -> dict[str, np.ndarray]:
+    kind = describe_content(path)
+    if kind != "a zip archive":  # numpy would call any of these "pickled data"
+        raise CheckpointError(f"{path}: the file is {kind}, not an .npz archive of arrays")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}

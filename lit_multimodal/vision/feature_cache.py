@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import Dataset
 
-from lit_multimodal.paths import cache_dir
+from lit_multimodal.paths import cache_dir, make_shareable
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,7 @@ class FeatureCache:
         try:
             tensors = {"features": features.contiguous(), "labels": labels.contiguous()}
             save_file(tensors, tmp, metadata={"key": json.dumps(key, sort_keys=True, default=str)})
+            make_shareable(tmp)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

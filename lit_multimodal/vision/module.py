@@ -13,7 +13,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
-from lit_multimodal.training.optim import OptimConfig, build_optimizer, build_scheduler, scaled_lr
+from lit_multimodal.training.errors import TrainingDiverged, check_setting
+from lit_multimodal.training.optim import OptimConfig, build_optimizer, build_scheduler, check_optim, scaled_lr
 from lit_multimodal.vision.backbones import BackboneConfig, build_vit
 from lit_multimodal.vision.checkpoints import load_backbone_checkpoint
 from lit_multimodal.vision.classifier import ViTClassifier
@@ -76,6 +77,9 @@ class ImageClassifier(TrainableOnlyCheckpoints):
             )
         backbone = backbone if isinstance(backbone, BackboneConfig) else BackboneConfig(**(backbone or {}))
         optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**(optim or {}))
+        check_optim(optim, "model.optim")
+        if tuning in PROMPT_METHODS:
+            check_setting(num_prompts >= 1, "model.num_prompts", num_prompts, f"at least 1 for tuning {tuning}")
         if prompt_dropout is None:
             prompt_dropout = 0.1 if tuning == "vpt_deep" else 0.0
         self.save_hyperparameters(logger=False)
@@ -206,7 +210,10 @@ class ImageClassifier(TrainableOnlyCheckpoints):
         images, labels = batch
         loss = F.cross_entropy(self(images), labels)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}")
+            raise TrainingDiverged(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx} (lr {self.lr}); "
+                "the run stopped: lower model.optim.base_lr or check the data"
+            )
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
         return loss
 

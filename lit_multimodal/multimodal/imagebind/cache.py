@@ -19,6 +19,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from lit_multimodal.paths import make_shareable
+
+from .preprocess.errors import InputError
+
 __all__ = ["EmbeddingCache", "content_key", "file_digest", "table_key"]
 
 META_FILE = "meta.json"
@@ -65,7 +69,13 @@ class EmbeddingCache:
         if self._table is None:
             self._table = {}
             for shard in sorted(self.folder.glob("shard-*.safetensors")):
-                self._table.update(load_file(str(shard)))
+                try:
+                    self._table.update(load_file(str(shard)))
+                except Exception as err:  # noqa: BLE001 - safetensors raises its own error type, or OSError
+                    raise InputError(
+                        f"{shard}: unreadable embedding-cache shard ({type(err).__name__}: {err}); it was cut short "
+                        "or changed after it was written; delete it and run again to recompute its embeddings"
+                    ) from None
         return self._table
 
     def __len__(self) -> int:
@@ -91,6 +101,7 @@ class EmbeddingCache:
             index += 1
         partial = shard.with_name(f".{shard.name}.{os.getpid()}.tmp")
         save_file(new, str(partial))
+        make_shareable(partial)  # safetensors creates files readable by their owner only
         os.replace(partial, shard)
         table.update(new)
         return shard

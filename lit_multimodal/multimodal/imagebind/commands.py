@@ -10,17 +10,26 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from lit_multimodal.paths import make_shareable
+
 from .encode import ImageBindEncoder, loader_key
+from .preprocess.errors import InputError
+from .preprocess.text import check_texts
 
 __all__ = ["embed", "expand_files", "zeroshot"]
 
 
-def expand_files(files: list[str]) -> list[str]:
+def expand_files(files: list[str] | str) -> list[str]:
     """Expands each entry: a file stays, a folder gives its files (sorted), a glob pattern its matches.
+
+    Args:
+        files: entries, or one entry (``--files clips/`` or ``--files 'clips/*.wav'`` on the command line).
 
     Raises:
         FileNotFoundError: an entry matches nothing; the message names it.
     """
+    if isinstance(files, str):
+        files = [files]
     out: list[str] = []
     for entry in files:
         path = Path(entry).expanduser()
@@ -62,7 +71,7 @@ def _encoder(
 
 def embed(
     modality: Literal["image", "video", "text", "audio", "depth", "thermal", "imu"],
-    files: list[str],
+    files: list[str] | str,
     out: str,
     checkpoint: str | None = None,
     preset: Literal["huge", "tiny"] = "huge",
@@ -79,7 +88,8 @@ def embed(
 
     Args:
         modality: the files' modality.
-        files: files, folders (every file inside) or glob patterns; texts for ``text``.
+        files: files, folders (every file inside) or glob patterns, as a list (``'[a.jpg, b.jpg]'``) or one entry
+            (``images/``, ``'clips/*.wav'``); texts for ``text``.
         out: cache folder (pass the same one as ``cache_dir`` of the encoder that reads it).
         checkpoint: ``imagebind_huge.pth``; without it the weights are random (smoke tests only).
         preset: architecture, ``huge`` (the released model) or ``tiny``.
@@ -93,7 +103,11 @@ def embed(
     Returns:
         Counts, the cache table folder and the optional path table.
     """
-    items = list(files) if loader_key(modality) == "text" else expand_files(files)
+    if loader_key(modality) == "text":
+        items = [files] if isinstance(files, str) else list(files)
+        check_texts(items)
+    else:
+        items = expand_files(files)
     encoder = _encoder(checkpoint, preset, dtype, device, batch_size, out, pandagpt)
     cache = encoder.cache_for(modality)
     before = len(cache)
@@ -110,14 +124,15 @@ def embed(
 
         Path(table).expanduser().parent.mkdir(parents=True, exist_ok=True)
         save_file({item: row.contiguous() for item, row in zip(items, embeddings, strict=True)}, table)
+        make_shareable(table)
         summary["table"] = table
     return summary
 
 
 def zeroshot(
     modality: Literal["image", "video", "audio", "depth", "thermal", "imu"],
-    files: list[str],
-    labels: list[str],
+    files: list[str] | str,
+    labels: list[str] | None = None,
     template: str = "{}",
     checkpoint: str | None = None,
     preset: Literal["huge", "tiny"] = "huge",
@@ -138,8 +153,8 @@ def zeroshot(
 
     Args:
         modality: the files' modality.
-        files: files, folders or glob patterns.
-        labels: class names, e.g. ``[dog, car, rain]``.
+        files: files, folders or glob patterns, as a list or one entry (``clips/``, ``'clips/*.wav'``).
+        labels: class names, e.g. ``[dog, car, rain]`` (required).
         template: prompt built from each label, e.g. ``"a photo of a {}."`` or ``"the sound of {}"``.
         checkpoint: ``imagebind_huge.pth``; without it the weights are random (smoke tests only).
         preset: architecture, ``huge`` or ``tiny``.
@@ -152,9 +167,10 @@ def zeroshot(
         plot: write a heat map (files × labels, probabilities) as PNG here.
     """
     if not labels:
-        raise ValueError("give at least one label")
+        raise InputError("zeroshot needs text labels to score the files against, e.g. --labels '[dog, rain, car]'")
+    check_texts(labels, "label")
     if "{}" not in template:
-        raise ValueError(f"template {template!r} has no {{}} for the label")
+        raise InputError(f"template {template!r} has no {{}} for the label, e.g. 'a photo of a {{}}.'")
     items = expand_files(files)
     encoder = _encoder(checkpoint, preset, dtype, device, batch_size, cache_dir, pandagpt=False)
     prompts = [template.format(label) for label in labels]

@@ -14,6 +14,7 @@ from .checkpoint import build_imagebind
 from .config import ImageBindConfig
 from .model import ImageBindModel
 from .preprocess import ENCODER_KEY, load_inputs, preprocess_settings
+from .preprocess.text import check_texts
 
 __all__ = ["MODALITY_NAMES", "ImageBindEncoder", "loader_key"]
 
@@ -152,6 +153,8 @@ class ImageBindEncoder:
     def encode_one(self, modality: str, items: Sequence[str], progress: Progress | None = None) -> torch.Tensor:
         """Embeddings ``(len(items), dim)`` of one modality's files (texts for ``text``), in order."""
         items = [str(item) for item in items]
+        if loader_key(modality) == "text":
+            check_texts(items)  # before the cache: an empty text must not be served from it either
         cache = self.cache_for(modality)
         keys = [self._item_key(modality, item) for item in items] if cache is not None else []
         found = cache.get(keys) if cache is not None else {}

@@ -13,6 +13,9 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from lit_multimodal.data.base import DataError
+from lit_multimodal.file_kind import describe_content
+
 __all__ = ["Embedder", "PrecomputedEmbedder"]
 
 
@@ -52,10 +55,16 @@ class PrecomputedEmbedder:
         self.modality = modality
         self.relative_to = relative_to
         self.dtype = getattr(torch, dtype)
-        self.table = load_file(str(file))
+        try:
+            self.table = load_file(str(file))
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error type for a cut or foreign file
+            raise DataError(
+                f"{file}: not a readable safetensors embedding table ({type(err).__name__}: {err}); the file is "
+                f"{describe_content(file)}"
+            ) from None
         shapes = {tuple(t.shape) for t in self.table.values()}
         if len(shapes) > 1 or any(len(s) != 1 for s in shapes):
-            raise ValueError(f"{file}: every tensor must be 1-d and of one size, found shapes {sorted(shapes)[:4]}")
+            raise DataError(f"{file}: every tensor must be 1-d and of one size, found shapes {sorted(shapes)[:4]}")
         self.dim = next(iter(shapes))[0] if shapes else 0
 
     def _key(self, path: str) -> str:

@@ -18,10 +18,12 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
+from lit_multimodal.data.base import DataError
 from lit_multimodal.multimodal.pandagpt.conversation import IGNORE_INDEX
-from lit_multimodal.multimodal.pandagpt.embedder import Embedder
+from lit_multimodal.multimodal.pandagpt.embedder import Embedder, PrecomputedEmbedder
 from lit_multimodal.multimodal.pandagpt.projector import ProjectorKind, build_projector, project
 from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
+from lit_multimodal.training.errors import TrainingDiverged, check_setting
 from lit_multimodal.training.warmup_decay import build_warmup_decay_scheduler, pandagpt_warmup_steps
 
 log = logging.getLogger(__name__)
@@ -220,6 +222,7 @@ class PandaGPT(TrainableOnlyCheckpoints):
         super().__init__()
         if not llm_path:
             raise ValueError("model.llm_path must name a local folder with the base LLM (config + weights)")
+        check_setting(lr >= 0, "model.lr", lr, "a learning rate >= 0")
         if loss_reduction not in ("micro_batch_mean", "global_token_mean"):
             raise ValueError(f"loss_reduction must be micro_batch_mean or global_token_mean, got {loss_reduction!r}")
         if decoding not in ("sample", "greedy"):
@@ -228,6 +231,12 @@ class PandaGPT(TrainableOnlyCheckpoints):
         self.hparams.update(betas=list(betas))
         from lit_multimodal.multimodal.pandagpt.quickstart import resolve_llm_path
 
+        table_dim = embedder.dim if isinstance(embedder, PrecomputedEmbedder) else None
+        if table_dim and table_dim != embed_dim:
+            raise DataError(
+                f"{embedder.path}: embeddings are {table_dim} wide but model.embed_dim is {embed_dim}; use a table "
+                f"of the encoder PandaGPT reads (1024 for ImageBind-huge) or set model.embed_dim: {table_dim}"
+            )
         self.llm_path = resolve_llm_path(str(llm_path))
         self.embedder = embedder
         self.modality = modality
@@ -350,9 +359,7 @@ class PandaGPT(TrainableOnlyCheckpoints):
         with torch.no_grad():
             embeds = self.embedder.embed(self.modality, list(paths))
         if embeds.shape != (len(paths), self.embed_dim):
-            raise ValueError(
-                f"embedder returned shape {tuple(embeds.shape)}, expected ({len(paths)}, {self.embed_dim})"
-            )
+            raise DataError(f"embedder returned shape {tuple(embeds.shape)}, expected ({len(paths)}, {self.embed_dim})")
         return embeds.detach().to(self.device)
 
     def build_inputs_embeds(
@@ -395,7 +402,10 @@ class PandaGPT(TrainableOnlyCheckpoints):
             rank_zero_warn(f"batch {batch_idx} has no target token after truncation; it adds no gradient")
         mean = loss_sum / count.clamp(min=1)
         if not torch.isfinite(mean):
-            raise FloatingPointError(f"training loss is {mean.item()} at epoch {self.current_epoch}, batch {batch_idx}")
+            raise TrainingDiverged(
+                f"training loss is {mean.item()} at epoch {self.current_epoch}, batch {batch_idx}; the run stopped: "
+                "lower model.lr or check the data"
+            )
         size = len(batch["image_paths"])
         self.log("train/loss", mean, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         self.log("train/gen_acc", gen_acc, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)

@@ -61,12 +61,30 @@ def ensure_quickstart_llm() -> Path:
 
 
 def resolve_llm_path(path: str) -> str:
-    """``quickstart:tiny-llama`` → the cached tiny LLaMA folder (built on first use); other paths unchanged."""
+    """``quickstart:tiny-llama`` → the cached tiny LLaMA folder (built on first use); other paths are checked.
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no ``config.json`` (a Hugging Face model folder is
+            expected); the message names it.
+        ValueError: an unknown ``quickstart:`` name.
+    """
     if path == QUICKSTART_LLM:
         return str(ensure_quickstart_llm())
     if path.startswith("quickstart:"):
         raise ValueError(f"unknown quickstart model {path!r}; the only one is {QUICKSTART_LLM!r}")
-    return path
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise FileNotFoundError(
+            f"model.llm_path {folder} {what}; it must be the local folder of the base LLM (config.json, tokenizer "
+            f"and weights), or {QUICKSTART_LLM}"
+        )
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model.llm_path {folder} has no config.json; it must be a Hugging Face model folder (config.json, "
+            "tokenizer and weights)"
+        )
+    return str(folder)
 
 
 def write_digit_instructions(root: Path, per_digit: int = 4, seed: int = 0) -> Path:

@@ -69,7 +69,7 @@ EXTRA_LOADERS: dict[str, Callable[..., torch.Tensor]] = {"video": load_video}
 ENCODER_KEY: dict[str, str] = {**{m: m for m in LOADERS}, "video": "vision"}
 
 # Bump a modality's version whenever its loader's output changes for the same options.
-_VERSIONS = {"vision": 1, "text": 1, "audio": 1, "depth": 1, "thermal": 1, "imu": 1, "video": 1}
+_VERSIONS = {"vision": 1, "text": 1, "audio": 2, "depth": 1, "thermal": 1, "imu": 1, "video": 2}
 
 # Options each loader accepts, with defaults (the keys callers may override).
 _OPTIONS: dict[str, dict[str, Any]] = {

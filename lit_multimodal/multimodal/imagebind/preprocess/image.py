@@ -18,6 +18,8 @@ from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from lit_multimodal.file_kind import npy_problem as _npy_problem
+
 from .errors import InputError, describe_path
 
 __all__ = [
@@ -142,7 +144,9 @@ def _read_depth_metres(path: PathLike, depth_scale: float, png_bit_shift: int) -
         except FileNotFoundError as exc:
             raise InputError(f"{name}: file not found, a depth map expected") from exc
         except (OSError, ValueError) as exc:
-            raise InputError(f"{name}: not a readable .npy array ({exc}), a depth map expected") from exc
+            raise InputError(
+                f"{name}: not a readable .npy array ({_npy_problem(path, exc)}), a depth map expected"
+            ) from exc
         if raw.ndim == 3 and 1 in (raw.shape[0], raw.shape[-1]):
             raw = raw.reshape(raw.shape[1:] if raw.shape[0] == 1 else raw.shape[:-1])
         if raw.ndim == 3 and 3 in (raw.shape[0], raw.shape[-1]):

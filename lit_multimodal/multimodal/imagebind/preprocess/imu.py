@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from lit_multimodal.file_kind import npy_problem as _npy_problem
+
 from .errors import InputError, describe_path
 
 __all__ = ["IMU_DEFAULTS", "fit_length", "load_imu", "read_imu"]
@@ -89,7 +91,7 @@ def read_imu(path: PathLike) -> np.ndarray:
         except FileNotFoundError as exc:
             raise InputError(f"{name}: file not found, an IMU .npy or .csv file expected") from exc
         except (OSError, ValueError) as exc:
-            raise InputError(f"{name}: not a readable .npy array ({exc})") from exc
+            raise InputError(f"{name}: not a readable .npy array ({_npy_problem(path, exc)})") from exc
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
             raise InputError(f"{name}: IMU array of dtype {arr.dtype}, numbers expected")
         if arr.ndim == 2 and arr.shape[0] == _CHANNELS:

@@ -17,11 +17,12 @@ def constant_clips_per_video(
     """Start and end times of the clips ``ConstantClipsPerVideoSampler(clip_duration, clips)`` yields.
 
     The official ``get_clip_timepoints`` calls the sampler until it reports the last clip. With
-    ``max_start = max(duration - clip_duration, 0)`` the k-th clip starts at ``k * max_start / clips``
-    (k = 0 .. clips-1) and ends ``clip_duration`` later, so a recording of ``clip_duration`` or less gives ``clips``
-    identical clips starting at 0, and the last clip never reaches the end of a longer one (it ends at
-    ``duration - max_start / clips``). The arithmetic follows pytorchvideo's (``Fraction`` after the one float
-    subtraction), so ``int(start * rate)`` truncates the same way.
+    ``max_start = max(duration - clip_duration, 0)`` the k-th clip starts at ``k * max_start / max(clips - 1, 1)``
+    (k = 0 .. clips-1) and ends ``clip_duration`` later (pytorchvideo's ``ConstantClipsPerVideoSampler`` at the
+    commit ImageBind's requirements pin). A recording of ``clip_duration`` or less gives ``clips`` identical clips
+    starting at 0; for a longer one the first clip starts at 0 and, with two or more clips, the last ends at the end
+    of the recording. The arithmetic follows pytorchvideo's (``Fraction`` after the one float subtraction), so
+    ``int(start * rate)`` truncates the same way.
 
     Args:
         duration: Length of the recording in seconds (for audio, ``num_samples / sample_rate``).
@@ -41,5 +42,5 @@ def constant_clips_per_video(
         raise ValueError(f"clip_duration must be > 0, got {clip_duration}")
     # Same expression as pytorchvideo: a float duration minus a Fraction is computed in float, then made exact.
     max_start = Fraction(max(duration - clip_len, 0))
-    step = Fraction(max_start, clips)
+    step = Fraction(max_start, max(clips - 1, 1))
     return [(step * k, step * k + clip_len) for k in range(clips)]

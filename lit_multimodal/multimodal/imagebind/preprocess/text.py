@@ -18,7 +18,9 @@ from types import ModuleType
 
 import torch
 
-__all__ = ["CONTEXT_LENGTH", "EOT_TOKEN", "SOT_TOKEN", "load_text", "tokenizer"]
+from .errors import InputError
+
+__all__ = ["CONTEXT_LENGTH", "EOT_TOKEN", "SOT_TOKEN", "check_texts", "load_text", "tokenizer"]
 
 CONTEXT_LENGTH = 77
 SOT_TOKEN = 49406
@@ -64,6 +66,21 @@ def tokenizer() -> object:
     return tok
 
 
+def check_texts(texts: Sequence[str], what: str = "text") -> None:
+    """Raises :class:`InputError` naming the first empty (or whitespace-only) text: ``text 3 of 5 is empty``.
+
+    Args:
+        texts: the texts.
+        what: how the message calls one of them (``text``, ``label``).
+    """
+    for i, text in enumerate(texts):
+        if not str(text).strip():
+            raise InputError(
+                f"{what} {i + 1} of {len(texts)} ({text!r}) is empty; ImageBind embeds words, and an empty text "
+                "would give the embedding of the bare start and end tokens"
+            )
+
+
 def load_text(texts: Sequence[str], context_length: int = CONTEXT_LENGTH) -> torch.Tensor:
     """Tokenise texts as the official ``load_and_transform_text`` at HEAD does.
 
@@ -79,6 +96,7 @@ def load_text(texts: Sequence[str], context_length: int = CONTEXT_LENGTH) -> tor
 
     Raises:
         TypeError: ``texts`` is a string or contains a non-string.
+        InputError: a text is empty or only whitespace (it would embed as the bare start and end tokens).
     """
     if isinstance(texts, str):
         raise TypeError("load_text expects a sequence of strings, got a single str; wrap it in a list")
@@ -86,6 +104,7 @@ def load_text(texts: Sequence[str], context_length: int = CONTEXT_LENGTH) -> tor
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is {type(t).__name__}, str expected")
+    check_texts(texts)
     if not texts:
         return torch.zeros(0, context_length, dtype=torch.long)
     return tokenizer()(texts, context_length=context_length)
