@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lit_multimodal.training.safe_load import safe_torch_load
+
 StateDict = dict[str, torch.Tensor]
 
 
@@ -51,12 +53,7 @@ class ReadCheckpoint:
 
 def torch_load(path: Path) -> object:
     """``torch.load`` restricted to tensors and plain containers."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure becomes one clear message
-        raise CheckpointError(
-            f"{path}: cannot be read as a weights-only torch checkpoint ({type(err).__name__}: {err})"
-        ) from None
+    return safe_torch_load(path, error=CheckpointError)
 
 
 def _npz_load(path: Path) -> dict[str, np.ndarray]:
