@@ -21,7 +21,6 @@ from jsonargparse import auto_cli
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 import lit_multimodal.data  # noqa: F401 - registers the DataModules for class_path lookup
@@ -44,6 +43,7 @@ from lit_multimodal.training.results import (
     package_versions,
     write_json_atomic,
 )
+from lit_multimodal.training.tensorboard import RunTensorBoardLogger
 from lit_multimodal.vision.checkpoints import CheckpointError
 from lit_multimodal.vision.precision import auto_precision
 
@@ -180,7 +180,7 @@ class LitMMCLI(LightningCLI):
         config = self.config_init.get(str(self.subcommand), self.config_init)
         trainer_config = config["trainer"]
         if trainer_config.get("logger") in (None, True):
-            trainer_config["logger"] = TensorBoardLogger(
+            trainer_config["logger"] = RunTensorBoardLogger(
                 save_dir=trainer_config["default_root_dir"], name="", version="", default_hp_metric=False
             )
         return super().instantiate_trainer(**kwargs)
