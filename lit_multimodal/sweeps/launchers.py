@@ -237,7 +237,7 @@ def query_queue() -> set[str]:
 
 
 def queued_job_ids(
-    attempts: int = 7, first_wait_s: float = 2.0, sleep: Callable[[float], None] = time.sleep
+    attempts: int = 7, first_wait_s: float = 2.0, sleep: Callable[[float], None] | None = None
 ) -> set[str]:
     """The queued and running job ids, retrying a failing ``squeue`` with exponential back-off.
 
@@ -247,6 +247,7 @@ def queued_job_ids(
     Raises:
         SlurmQueryError: every attempt failed (or the SLURM tools are missing).
     """
+    sleep = sleep or time.sleep
     wait = first_wait_s
     for attempt in range(1, attempts + 1):
         try:
