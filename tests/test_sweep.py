@@ -409,3 +409,11 @@ def test_dry_run_validates_every_grid_point(tmp_path, vtab_fixture, grid, messag
     _, base = vtab_fixture
     with pytest.raises(SweepError, match=message):
         sweep("dry", [str(base)], ["dtd"], grid=grid, out_dir=str(tmp_path / "sweep"), dry_run=True)
+
+
+def test_a_success_without_metrics_is_not_done(tmp_path):
+    from lit_multimodal.sweeps.launchers import is_done
+
+    _fake_result(tmp_path / "empty", "success", None)  # a resumed run that trained and validated nothing
+    _fake_result(tmp_path / "full", "success", 0.5)
+    assert not is_done(tmp_path / "empty") and is_done(tmp_path / "full")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lit_multimodal.sweeps.plan import RUN_CONFIG, RunSpec, SweepError
-from lit_multimodal.training.results import RESULT_FILE, read_status, write_json_atomic
+from lit_multimodal.training.results import RESULT_FILE, read_result, read_status, result_status, write_json_atomic
 
 LOG_FILE = "log.txt"
 SLURM_JOB_FILE = "slurm_job.json"
@@ -62,8 +62,13 @@ def claim_run_dir(run_dir: Path) -> Iterator[None]:
 
 
 def is_done(run_dir: Path) -> bool:
-    """A run is done when its ``result.json`` says success."""
-    return read_status(run_dir) == "success"
+    """A run is done when its ``result.json`` says success and holds metrics.
+
+    A ``success`` without metrics (left by a version that did not validate a run resumed at its last epoch)
+    is redone: it resumes from its last checkpoint and is validated there.
+    """
+    result = read_result(run_dir)
+    return result_status(result) == "success" and bool(result.get("metrics"))
 
 
 def fit_command(run_dir: Path) -> list[str]:

@@ -214,7 +214,9 @@ class Sweep:
                 run_dir = self.out_dir / spec.run_dir
                 value = _metric(run_dir, self.metric)
                 if value is None:
-                    problems.setdefault(task, []).append(f"{spec.run_dir} ({read_status(run_dir)})")
+                    status = read_status(run_dir)
+                    status = f"success without {self.metric}" if status == "success" else status
+                    problems.setdefault(task, []).append(f"{spec.run_dir} ({status})")
                     continue
                 key = tuple(spec.params[k] for k in self.grid)
                 scored.append((-value, key, spec))
