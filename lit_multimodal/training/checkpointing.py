@@ -78,11 +78,16 @@ def checkpoint_differences(wanted: Mapping[str, Any], saved: Mapping[str, Any]) 
 
 
 def _newest_readable(folder: Path, skip: Path | None = None) -> Path | None:
-    """The newest ``*.ckpt`` in ``folder`` that loads (a file cut short by a kill is passed over)."""
+    """The newest ``*.ckpt`` in ``folder`` that loads (a file cut short by a kill is passed over).
+
+    A DeepSpeed checkpoint is a folder; it is taken as it is.
+    """
     if not folder.is_dir():
         return None
-    candidates = [p for p in folder.glob("*.ckpt") if p.is_file() and (skip is None or p != skip)]
+    candidates = [p for p in folder.glob("*.ckpt") if p.exists() and (skip is None or p != skip)]
     for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        if path.is_dir():
+            return path
         try:
             safe_torch_load(path)
         except CheckpointFileError:
@@ -115,7 +120,7 @@ def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> str | None
         return ckpt_path
     if ckpt_path == "last":
         last = checkpoint_dir / "last.ckpt"
-        if last.is_file():
+        if last.exists():
             return str(last)
         found = _newest_readable(checkpoint_dir)
         if found is None:
@@ -124,7 +129,7 @@ def resolve_ckpt_path(ckpt_path: str | None, checkpoint_dir: Path) -> str | None
             rank_zero_warn(f"{last} points to {os.readlink(last)}, which does not exist; resuming from {found}")
         return str(found)
     path = Path(ckpt_path)
-    if path.is_file():
+    if path.exists():
         return ckpt_path
     if path.is_symlink():
         found = _newest_readable(path.parent)
