@@ -96,7 +96,7 @@ def test_a_dangling_last_checkpoint_resolves_to_the_newest_readable_epoch(tmp_pa
 def _fake_checkpoint(path: Path, **hparams) -> Path:
     saved = {"tuning": "linear", "num_prompts": 50, "num_classes": 3, "backbone": {"arch": "test_vit", "img_size": 32}}
     saved.update(hparams)
-    torch.save({"epoch": 0, "hyper_parameters": saved, "state_dict": {}}, path)
+    torch.save({"epoch": 0, "pytorch-lightning_version": "2.6.6", "hyper_parameters": saved, "state_dict": {}}, path)
     return path
 
 
@@ -158,3 +158,34 @@ def test_validate_writes_its_own_config_and_keeps_the_fit_config_rerunnable(tmp_
     with pytest.raises(SystemExit) as info:
         main(["fit", "--config", str(run / "config.yaml"), "--print_config"])
     assert info.value.code in (0, None)
+
+
+def test_resuming_from_a_checkpoint_with_missing_tensors_is_a_one_line_error(tmp_path, tiny_dataset, capsys):
+    config = tiny_config(tmp_path, tiny_dataset)
+    ckpt = tmp_path / "partial.ckpt"
+    hparams = {
+        "tuning": "vpt_deep",
+        "num_prompts": 2,
+        "num_classes": 3,
+        "backbone": {"arch": "test_vit", "img_size": 32},
+    }
+    state = {"net.head.weight": torch.zeros(3, 64)}  # the settings match, the prompts are missing
+    torch.save({"hyper_parameters": hparams, "state_dict": state}, ckpt)  # not written by Lightning
+    code, out = _exit(["fit", "--config", str(config), "--ckpt_path", str(ckpt)], capsys)
+    assert code == 1 and out.strip().startswith(
+        f"error: {ckpt}: not a Lightning checkpoint (no 'pytorch-lightning_version')"
+    )
+    torch.save(
+        {
+            "epoch": 0,
+            "global_step": 3,
+            "pytorch-lightning_version": "2.6.6",
+            "hyper_parameters": hparams,
+            "state_dict": state,
+        },
+        ckpt,
+    )
+    code, out = _exit(["fit", "--config", str(config), "--ckpt_path", str(ckpt)], capsys)
+    assert code == 1 and "Traceback" not in out and "KeyError" not in out
+    assert "error: checkpoint does not match this model (tuning 'vpt_deep'): missing trainable tensors" in out
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "failed"

@@ -148,4 +148,10 @@ def load_resume_checkpoint(path: str | Path) -> dict[str, Any]:
     checkpoint = safe_torch_load(path)
     if not isinstance(checkpoint, dict):
         raise CheckpointFileError(f"{path}: not a Lightning checkpoint (a {type(checkpoint).__name__}, not a dict)")
+    missing = [key for key in ("pytorch-lightning_version", "state_dict") if key not in checkpoint]
+    if missing:
+        raise CheckpointFileError(
+            f"{path}: not a Lightning checkpoint (no {' or '.join(repr(k) for k in missing)}); --ckpt_path takes a "
+            "run's checkpoints/*.ckpt (backbone weights go to --model.init_args.backbone.checkpoint)"
+        )
     return checkpoint
