@@ -34,7 +34,6 @@ def _exit(args: list[str], capsys) -> tuple[int, str]:
     return int(info.value.code or 0), captured.out + captured.err
 
 
-@pytest.mark.slow
 def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path, tiny_dataset):
     # VPT-Deep with prompt dropout and a shuffled train split: data order and dropout both draw random numbers.
     config = tiny_config(tmp_path, tiny_dataset)
