@@ -21,7 +21,6 @@ from jsonargparse import auto_cli
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 import lit_multimodal.data  # noqa: F401 - registers the DataModules for class_path lookup
@@ -31,6 +30,12 @@ from lit_multimodal.multimodal.imagebind.checkpoint import ImageBindCheckpointEr
 from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
 from lit_multimodal.multimodal.pandagpt.conversation import ConversationError
 from lit_multimodal.sweeps.plan import SweepError
+from lit_multimodal.training.checkpointing import (
+    CheckpointFileError,
+    checkpoint_differences,
+    load_resume_checkpoint,
+    resolve_ckpt_path,
+)
 from lit_multimodal.training.results import (
     RESULT_FILE,
     WallClock,
@@ -38,6 +43,7 @@ from lit_multimodal.training.results import (
     package_versions,
     write_json_atomic,
 )
+from lit_multimodal.training.tensorboard import RunTensorBoardLogger
 from lit_multimodal.vision.checkpoints import CheckpointError
 from lit_multimodal.vision.precision import auto_precision
 
@@ -59,6 +65,7 @@ USER_ERRORS = (
     InputError,
     ImageBindCheckpointError,
     ConversationError,
+    CheckpointFileError,
 )
 
 
@@ -97,8 +104,58 @@ class LitMMCLI(LightningCLI):
             help="After fit, test the last-epoch weights when the data has a test split (the VPT protocol).",
         )
 
+    def _parse_ckpt_path(self) -> None:
+        """Resolves and checks ``--ckpt_path`` instead of letting the checkpoint's settings replace the config.
+
+        Lightning would parse the checkpoint's hyper-parameters over the requested model, so a checkpoint of
+        another tuning method, prompt count or backbone was silently trained on (and recorded as the run's
+        config). Here the requested model stays as given and a checkpoint that does not match it is an error
+        naming what differs; ``last`` and a dangling ``last.ckpt`` resolve to the newest readable checkpoint;
+        pickled or truncated files are one-line errors.
+        """
+        self.resolved_ckpt_path = None
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path:
+            return
+        root = Path(config.trainer.get("default_root_dir") or DEFAULT_RUN_DIR)
+        checkpoint_dir = Path(config.get("checkpoint", {}).get("dirpath") or root / "checkpoints")
+        resolved = resolve_ckpt_path(str(ckpt_path), checkpoint_dir)
+        self.resolved_ckpt_path = resolved
+        if resolved is None or not Path(resolved).is_file():
+            return
+        checkpoint = load_resume_checkpoint(resolved)
+        model = config.get("model")
+        identity = getattr(_import_class(model.get("class_path")), "checkpoint_identity", None) if model else None
+        saved = checkpoint.get("hyper_parameters") or {}
+        if identity is None or not saved:
+            return
+        init_args = model.get("init_args")
+        wanted = identity(init_args.as_dict() if init_args is not None else {})
+        differences = checkpoint_differences(wanted, identity(saved))
+        if differences:
+            raise CheckpointFileError(
+                f"{resolved} does not match the requested model: {'; '.join(differences)} "
+                "(change the model settings or give another --ckpt_path)"
+            )
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        """Passes the resolved checkpoint (see :meth:`_parse_ckpt_path`); the saved config keeps the given one."""
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if "ckpt_path" in kwargs and getattr(self, "resolved_ckpt_path", None) != kwargs["ckpt_path"]:
+            kwargs["ckpt_path"] = self.resolved_ckpt_path
+        return kwargs
+
     def before_instantiate_classes(self) -> None:
         """Fills ``model.num_classes`` from the data and sets the default run directory."""
+        # validate/test/predict write their own <subcommand>_config.yaml: config.yaml stays the fit config.
+        subcommand = str(self.subcommand)
+        self.save_config_kwargs["config_filename"] = (
+            "config.yaml" if subcommand == "fit" else f"{subcommand}_config.yaml"
+        )
         config = self.config.get(str(self.subcommand), self.config)
         model_args = config.model.get("init_args") if config.get("model") else None
         data_classes = _data_num_classes(config.get("data"))
@@ -123,7 +180,7 @@ class LitMMCLI(LightningCLI):
         config = self.config_init.get(str(self.subcommand), self.config_init)
         trainer_config = config["trainer"]
         if trainer_config.get("logger") in (None, True):
-            trainer_config["logger"] = TensorBoardLogger(
+            trainer_config["logger"] = RunTensorBoardLogger(
                 save_dir=trainer_config["default_root_dir"], name="", version="", default_hp_metric=False
             )
         return super().instantiate_trainer(**kwargs)
@@ -145,10 +202,19 @@ class LitMMCLI(LightningCLI):
             return
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(("val/", "train/"))}
         config = self.config.get(str(self.subcommand), self.config)
-        has_test = getattr(self.datamodule, "has_split", lambda role: False)("test")
+        has_split = getattr(self.datamodule, "has_split", lambda role: False)
+        if not any(k.startswith("val/") for k in metrics) and has_split("val"):
+            # Resumed from a checkpoint of the last epoch (killed before result.json): fit trained nothing
+            # and logged nothing, so the restored final weights are validated here.
+            for results in self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False):
+                metrics.update({k: float(v) for k, v in results.items() if k.startswith("val/")})
+        has_test = has_split("test")
         if config.get("test_after_fit", True) and has_test:
             for results in self.trainer.test(self.model, datamodule=self.datamodule, verbose=True):
                 metrics.update({k: float(v) for k, v in results.items()})
+        if not metrics:
+            self._write_result("failed", error="fit ended without any metric (nothing trained, validated or tested)")
+            return
         self._write_result("success", metrics=metrics)
 
     def after_validate(self) -> None:
@@ -212,6 +278,15 @@ class LitMMCLI(LightningCLI):
 def _as_plain(value: Any) -> Any:
     """A jsonargparse Namespace (e.g. the data config: class, root, interpolation, ...) as plain dicts."""
     return value.as_dict() if hasattr(value, "as_dict") else value
+
+
+def _import_class(class_path: Any) -> Any:
+    """The class named by a ``class_path``; None when it cannot be imported (the parser reports that)."""
+    module, _, name = str(class_path or "").rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name, None) if module else None
+    except ImportError:
+        return None
 
 
 def _data_num_classes(data_config: Any) -> int | None:

@@ -20,6 +20,7 @@ from lit_multimodal.multimodal.pandagpt.conversation import ConversationTokenize
 from lit_multimodal.multimodal.pandagpt.embedder import PrecomputedEmbedder
 from lit_multimodal.multimodal.pandagpt.module import PandaGPT, apply_lora
 from lit_multimodal.multimodal.pandagpt.tiny import write_tiny_llama
+from lit_multimodal.training.checkpointing import CheckpointFileError
 from lit_multimodal.training.warmup_decay import (
     build_warmup_decay_scheduler,
     pandagpt_lr_factor,
@@ -250,6 +251,8 @@ def test_fit_saves_trainable_only_and_resumes_mid_epoch(llm_dir, tmp_path):
 
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["trainable_only"] is True
+    # The shuffled loader's place in the epoch travels with the checkpoint: three batches trained.
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches"] == 3
     assert set(saved["state_dict"]) == model.trainable_state_keys()
     assert sum(v.numel() for v in saved["state_dict"].values()) == model.param_counts.trainable
 
@@ -266,7 +269,7 @@ def test_fit_saves_trainable_only_and_resumes_mid_epoch(llm_dir, tmp_path):
     assert trainer.global_step == 5
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 5  # the schedule resumed as well
     assert not torch.equal(resumed.llama_proj.weight, saved["state_dict"]["llama_proj.weight"])
-    with pytest.raises(KeyError, match="missing trainable tensors"):
+    with pytest.raises(CheckpointFileError, match="missing trainable tensors"):
         make_model(llm_dir, lora_r=8).on_load_checkpoint({"state_dict": {"llama_proj.weight": torch.zeros(1)}})
 
 

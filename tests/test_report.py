@@ -325,7 +325,7 @@ def test_two_sweeps_under_one_parent_share_one_table(tmp_path, capsys):
     deep.finals("cub", [0.88, 0.89])
     linear.finals("cub", [0.85])
     # Selection written the way the runner writes it: the metric under its logged name.
-    linear.select("cub", "final/cub/lr25_wd0.001_seed42", 25.0, 0.0, 0.86, metric_key="val/top1")
+    linear.select("cub", "final/cub/lr25_wd0.001_seed42", 25.0, 0.001, 0.86, metric_key="val/top1")
     out = report(str(tmp_path / "sweeps"))
     summary = Path(out["summary_md"]).read_text()
     fgvc = md_table(summary, "FGVC")
@@ -351,6 +351,65 @@ def test_other_tasks_table(tmp_path):
     sweep.finals("bci", [0.5, 0.7])
     summary = Path(report(str(sweep.root))["summary_md"]).read_text()
     assert md_table(summary, "Other tasks")["Full"]["bci"] == "60.00 ± 10.00 (2)"
+
+
+def test_only_the_selected_point_is_averaged_and_stale_finals_are_named(tmp_path):
+    sweep = FakeSweep(tmp_path / "sweep")
+    sweep.add("final", "dtd", seed=1, lr=0.25, test=0.26)  # finals of an earlier selection
+    sweep.add("final", "dtd", seed=2, lr=0.25, test=0.27)
+    sweep.add("final", "dtd", seed=1, lr=0.5, test=0.34)
+    sweep.add("final", "dtd", seed=2, lr=0.5, test=0.36)
+    sweep.select("dtd", "search/dtd/lr0.5_wd0.001_seed42", 0.5, 0.001, 0.4)
+    selection = json.loads((sweep.root / "selection.json").read_text())
+    selection["dtd"]["params"] = {LR_KEY: 0.5, WD_KEY: 0.001}  # the runner's entry holds the whole point
+    (sweep.root / "selection.json").write_text(json.dumps(selection))
+    out = report(str(sweep.root))
+    summary = Path(out["summary_md"]).read_text()
+    assert md_table(summary, "VTAB-1k")["VPT-Deep"]["DTD"] == "35.00 ± 1.00 (2)"  # (34 + 36) / 2, lr 0.5 only
+    assert "Stale finals" in summary and "VPT-Deep, DTD: 2 runs of lr 0.25, wd 0.001." in summary
+    rows = read_csv(out["results_csv"])
+    assert [r["selected"] for r in rows] == ["False", "False", "True", "True"]
+
+
+def test_console_table_shows_tasks_outside_fgvc_and_vtab(tmp_path, capsys):
+    sweep = FakeSweep(tmp_path / "digits", "linear")
+    sweep.finals("digits", [0.91, 0.93])
+    report(str(sweep.root))
+    printed = capsys.readouterr().out
+    assert "digits" in printed and "92.00" in printed
+
+
+def test_plot_has_readable_ticks_on_a_narrow_range_and_a_chance_line(tmp_path):
+    from lit_multimodal.sweeps.plots import chance_levels
+    from lit_multimodal.sweeps.rows import collect_runs
+    from lit_multimodal.sweeps.tables import aggregate
+
+    deep = FakeSweep(tmp_path / "sweeps" / "deep", "vpt_deep", tuned_percent=0.9)
+    shallow = FakeSweep(tmp_path / "sweeps" / "shallow", "vpt_shallow", tuned_percent=0.5)
+    deep.finals("dtd", [0.6])
+    shallow.finals("dtd", [0.5])
+    agg = aggregate(collect_runs(tmp_path / "sweeps"))
+    assert list(chance_levels(agg, ["dtd"]).items()) == [(pytest.approx(100 / 47), ["DTD"])]  # 47 classes
+
+    import matplotlib.figure
+
+    drawn = {}
+    original = matplotlib.figure.Figure.savefig
+
+    def keep_axes(fig, *args, **kwargs):
+        drawn["ax"] = fig.axes[0]
+        return original(fig, *args, **kwargs)
+
+    matplotlib.figure.Figure.savefig = keep_axes
+    try:
+        report(str(tmp_path / "sweeps"))
+    finally:
+        matplotlib.figure.Figure.savefig = original
+    ax = drawn["ax"]
+    ticks = [label.get_text() for label in ax.get_xticklabels()]
+    assert ticks == ["0.5", "0.9"]  # 0.5-0.9 % spans less than a decade: a tick at each point
+    chance = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(chance) == 1 and chance[0].get_ydata()[0] == pytest.approx(100 / 47)
 
 
 def test_sweep_progress(dtd_sweep):

@@ -25,7 +25,7 @@ from lit_multimodal.sweeps.plan import (
     read_manifest,
     run_name,
 )
-from lit_multimodal.sweeps.runner import sweep
+from lit_multimodal.sweeps.runner import SweepIncompleteError, sweep
 from lit_multimodal.training.results import write_json_atomic
 from tests.conftest import vtab_config
 from tests.test_vtab import write_vtab_task
@@ -147,7 +147,10 @@ def test_local_sweep_searches_selects_runs_finals_and_resumes(tmp_path, vtab_fix
         "final_seeds": [1, 2],
         "out_dir": str(out),
     }
-    summary = sweep(**kwargs)
+    # kitti's search runs all fail: the sweep finishes dtd, writes the report and then exits with an error.
+    with pytest.raises(SweepIncompleteError, match=r"no search run of \['kitti'\]") as raised:
+        sweep(**kwargs)
+    summary = raised.value.summary
 
     statuses = _statuses(out)
     assert len(statuses) == 6  # 2 tasks x 2 lrs, then finals for dtd only
@@ -184,7 +187,9 @@ def test_local_sweep_searches_selects_runs_finals_and_resumes(tmp_path, vtab_fix
     _fake_result(second_final, "interrupted", None)
     manifest_lines = (out / MANIFEST).read_text().count("\n")
 
-    again = sweep(**kwargs)
+    with pytest.raises(SweepIncompleteError) as raised:
+        sweep(**kwargs)
+    again = raised.value.summary
     assert again["final"] == {"total": 2, "done": 2, "failed": 0}
     assert {d: (d / "result.json").stat().st_mtime_ns for d in done_search} == stamps  # nothing recomputed
     assert (out / MANIFEST).read_text().count("\n") == manifest_lines  # the same plan, not a new one
@@ -267,3 +272,148 @@ def test_slurm_time_out_requeues_and_resumes_from_the_last_checkpoint(tmp_path, 
     assert "last.ckpt" in second_attempt
     final = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert final["epoch"] == 5  # all six epochs, counted across both attempts
+
+
+# -- faults: a flaky squeue, a duplicate submission, a half-written manifest, requeued runs ---------------
+
+
+def test_a_failing_squeue_is_retried_with_back_off_and_never_an_empty_queue(monkeypatch):
+    from lit_multimodal.sweeps import launchers
+
+    answers = iter([launchers.SlurmQueryError("squeue exited with status 1: timeout")] * 2 + [{"7_0"}])
+
+    def flaky() -> set[str]:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(launchers, "query_queue", flaky)
+    monkeypatch.setattr(launchers.shutil, "which", lambda name: f"/usr/bin/{name}")
+    waits: list[float] = []
+    assert launchers.queued_job_ids(attempts=5, first_wait_s=2.0, sleep=waits.append) == {"7_0"}
+    assert waits == [2.0, 4.0]
+
+    def down() -> set[str]:
+        raise launchers.SlurmQueryError("squeue exited with status 1: slurm_load_jobs error")
+
+    monkeypatch.setattr(launchers, "query_queue", down)
+    waits.clear()
+    with pytest.raises(launchers.SlurmQueryError, match="3 attempts"):
+        launchers.queued_job_ids(attempts=3, first_wait_s=1.0, sleep=waits.append)
+    assert waits == [1.0, 2.0]
+
+
+def test_a_squeue_stall_while_waiting_does_not_fail_queued_runs(tmp_path, monkeypatch):
+    from lit_multimodal.sweeps import launchers
+
+    run_dir = tmp_path / "search" / "dtd" / "lr1_wd0_seed42"
+    write_json_atomic(run_dir / "slurm_job.json", {"job_id": "7_0"})
+    # The job is queued, then squeue stalls twice, then it has finished with a result.
+    calls = {"n": 0}
+
+    def query() -> set[str]:
+        calls["n"] += 1
+        if calls["n"] in (2, 3):
+            raise launchers.SlurmQueryError("squeue exited with status 1: Socket timed out")
+        if calls["n"] == 4:
+            _fake_result(run_dir, "success", 0.5)
+            return set()
+        return {"7_0"}
+
+    monkeypatch.setattr(launchers, "query_queue", query)
+    monkeypatch.setattr(launchers.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(launchers.time, "sleep", lambda s: None)
+    spec = type("Spec", (), {"run_dir": "search/dtd/lr1_wd0_seed42"})()
+    seen = []
+    launchers.SlurmLauncher(SlurmOptions(poll_s=0.0)).launch(tmp_path, [spec], seen.append)
+    assert read_status(run_dir) == "success"  # not "left the queue without a result"
+    assert seen == [set()]
+
+
+def test_a_duplicate_job_for_one_run_waits_for_the_first_and_does_not_train_again(tmp_path, monkeypatch):
+    from lit_multimodal.sweeps import launchers
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    started = threading.Event()
+    fits = []
+
+    def fake_fit(command, **kwargs):
+        fits.append(threading.current_thread().name)
+        started.set()
+        time.sleep(0.5)
+        _fake_result(run_dir, "success", 0.9)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(launchers.subprocess, "run", fake_fit)
+    first = threading.Thread(target=launchers.FitRun(), args=(str(run_dir),), name="first")
+    first.start()
+    assert started.wait(10)
+    codes = []
+    second = threading.Thread(target=lambda: codes.append(launchers.FitRun()(str(run_dir))), name="second")
+    second.start()  # the restarted submitter's duplicate: the run is not done yet, so it must wait
+    first.join(10)
+    second.join(10)
+    assert fits == ["first"] and codes == [0]
+    assert json.loads((run_dir / "result.json").read_text())["metrics"] == {"val/top1": 0.9}
+    assert "waiting for it to finish" in (run_dir / "log.txt").read_text()
+
+
+def test_a_half_written_manifest_line_hides_no_run(tmp_path):
+    from lit_multimodal.sweeps.plan import RunSpec, append_manifest
+
+    def spec(name: str) -> RunSpec:
+        return RunSpec(
+            id=name,
+            name=name,
+            stage="search",
+            task="dtd",
+            tuning="vpt_deep",
+            seed=1,
+            params={},
+            run_dir=f"search/dtd/{name}",
+        )
+
+    append_manifest(tmp_path, [spec("a")])
+    with (tmp_path / MANIFEST).open("a") as handle:
+        handle.write('{"id": "b", "name": "b", "sta')  # an older writer killed mid-line
+    append_manifest(tmp_path, [spec("c"), spec("d")])
+    assert [s.name for s in read_manifest(tmp_path)] == ["a", "c", "d"]
+    assert all(line.startswith("{") and line.endswith("}") for line in (tmp_path / MANIFEST).read_text().splitlines())
+
+
+def test_progress_counts_runs_still_queued_as_running_not_failed(tmp_path, capsys):
+    from lit_multimodal.sweeps.plan import RunSpec
+    from lit_multimodal.sweeps.runner import _Progress
+
+    runs = [
+        RunSpec(id=n, name=n, stage="search", task="dtd", tuning="vpt_deep", seed=1, params={}, run_dir=n)
+        for n in ("done", "requeued", "failed", "queued")
+    ]
+    _fake_result(tmp_path / "done", "success", 0.5)
+    _fake_result(tmp_path / "requeued", "interrupted", None)  # hit its time limit, back in the queue
+    _fake_result(tmp_path / "failed", "failed", None)
+    _Progress(tmp_path, "search", runs)({tmp_path / "requeued", tmp_path / "queued"})
+    assert "[search] 1 done, 1 failed, 2 running or queued of 4" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ({LR_KEY: [1.0, -0.5], WD_KEY: [0.0]}, r"base_lr must be positive.*-0.5"),
+        ({LR_KEY: [1.0], "model.init_args.tuning": ["vpt_deep", "prefix"]}, "does not validate.*prefix"),
+    ],
+)
+def test_dry_run_validates_every_grid_point(tmp_path, vtab_fixture, grid, message):
+    _, base = vtab_fixture
+    with pytest.raises(SweepError, match=message):
+        sweep("dry", [str(base)], ["dtd"], grid=grid, out_dir=str(tmp_path / "sweep"), dry_run=True)
+
+
+def test_a_success_without_metrics_is_not_done(tmp_path):
+    from lit_multimodal.sweeps.launchers import is_done
+
+    _fake_result(tmp_path / "empty", "success", None)  # a resumed run that trained and validated nothing
+    _fake_result(tmp_path / "full", "success", 0.5)
+    assert not is_done(tmp_path / "empty") and is_done(tmp_path / "full")

@@ -27,6 +27,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from lit_multimodal.data.base import DataError
+from lit_multimodal.training.resumable_loader import ResumableDataLoader
 
 log = logging.getLogger(__name__)
 
@@ -333,10 +334,11 @@ class InstructionDataModule(LightningDataModule):
     def _loader(self, role: str, shuffle: bool) -> DataLoader:
         if not self.datasets:
             self.setup()
-        return DataLoader(
+        # The shuffled loader keeps its place in checkpoints: a mid-epoch resume continues the epoch's order.
+        loader_class = ResumableDataLoader if shuffle else DataLoader
+        return loader_class(
             self.datasets[role],
             batch_size=self.batch_size,
-            shuffle=shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

@@ -8,28 +8,67 @@ recomputes nothing that completed. An interrupted run resumes from its ``checkpo
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import queue
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lit_multimodal.sweeps.plan import RUN_CONFIG, RunSpec
-from lit_multimodal.training.results import RESULT_FILE, read_status, write_json_atomic
+from lit_multimodal.sweeps.plan import RUN_CONFIG, RunSpec, SweepError
+from lit_multimodal.training.results import RESULT_FILE, read_result, read_status, result_status, write_json_atomic
 
 LOG_FILE = "log.txt"
 SLURM_JOB_FILE = "slurm_job.json"
+LOCK_FILE = ".run.lock"
+
+# Called after a run ends with the run directories still running or queued in this launch.
+Progress = Callable[[set[Path]], None]
+
+
+class SlurmQueryError(SweepError):
+    """``squeue`` kept failing: the state of the queue is unknown (never taken for an empty queue)."""
+
+
+@contextmanager
+def claim_run_dir(run_dir: Path) -> Iterator[None]:
+    """Holds the run directory's lock (``.run.lock``, ``flock``) while the body runs.
+
+    A second process for the same run (e.g. a duplicate SLURM job after the submitter died between
+    ``sbatch`` and recording the job id) waits here until the first one is finished, then sees its result.
+    ``flock`` is released by the kernel when a holder dies, so a killed run never leaves a stale lock.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / LOCK_FILE).open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with (run_dir / LOG_FILE).open("a") as log:
+                log.write(f"# another process holds {run_dir / LOCK_FILE}; waiting for it to finish\n")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def is_done(run_dir: Path) -> bool:
-    """A run is done when its ``result.json`` says success."""
-    return read_status(run_dir) == "success"
+    """A run is done when its ``result.json`` says success and holds metrics.
+
+    A ``success`` without metrics (left by a version that did not validate a run resumed at its last epoch)
+    is redone: it resumes from its last checkpoint and is validated there.
+    """
+    result = read_result(run_dir)
+    return result_status(result) == "success" and bool(result.get("metrics"))
 
 
 def fit_command(run_dir: Path) -> list[str]:
@@ -52,11 +91,20 @@ def run_fit_process(run_dir: Path, device: int | None = None) -> int:
     A process that dies without writing a failed ``result.json`` (a config error, a kill) gets one, with the
     exit status and the log path, so the report can point at it. Inside a SLURM allocation the child sees no
     ``SLURM_*`` variables: the launcher owns requeueing and Lightning must not register its own handler.
+    The run directory is claimed first (:func:`claim_run_dir`): a second process for the same run waits for
+    the first and does not train again when it succeeded.
 
     Returns:
         The child's exit status.
     """
     run_dir = Path(run_dir)
+    with claim_run_dir(run_dir):
+        if is_done(run_dir):  # another process finished it while this one waited for the lock
+            return 0
+        return _run_fit_locked(run_dir, device)
+
+
+def _run_fit_locked(run_dir: Path, device: int | None) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     if device is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(device)
@@ -88,17 +136,20 @@ class LocalLauncher:
     max_parallel: int = 1
     devices: list[int] | None = None
 
-    def launch(self, sweep_dir: Path, runs: Sequence[RunSpec], progress: Callable[[], None]) -> None:
+    def launch(self, sweep_dir: Path, runs: Sequence[RunSpec], progress: Progress) -> None:
         """Runs ``runs`` to completion; a failing run is recorded and the others go on."""
+        remaining = {sweep_dir / spec.run_dir for spec in runs}
         if self.max_parallel <= 1:
             device = self.devices[0] if self.devices else None
             for spec in runs:
                 run_fit_process(sweep_dir / spec.run_dir, device)
-                progress()
+                remaining.discard(sweep_dir / spec.run_dir)
+                progress(set(remaining))
             return
         free: queue.Queue[int] = queue.Queue()
         for device in self.devices or range(self.max_parallel):
             free.put(device)
+        lock = threading.Lock()
 
         def work(spec: RunSpec) -> None:
             device = free.get()
@@ -106,7 +157,9 @@ class LocalLauncher:
                 run_fit_process(sweep_dir / spec.run_dir, device)
             finally:
                 free.put(device)
-                progress()
+                with lock:
+                    remaining.discard(sweep_dir / spec.run_dir)
+                    progress(set(remaining))
 
         with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
             list(pool.map(work, runs))
@@ -127,6 +180,8 @@ class SlurmOptions:
         sbatch: extra ``#SBATCH`` options, e.g. ``{account: my_lab, qos: high, constraint: a100}``.
         setup: shell lines run before each task, e.g. ``["module load cuda/12.4"]``.
         poll_s: seconds between progress checks while waiting.
+        squeue_attempts: how often a failing ``squeue`` is tried (waiting 2, 4, 8, ... s in between) before
+            the sweep stops with an error; a failed query is never taken for an empty queue.
     """
 
     partition: str | None = None
@@ -139,6 +194,7 @@ class SlurmOptions:
     sbatch: dict[str, str] = field(default_factory=dict)
     setup: list[str] = field(default_factory=list)
     poll_s: float = 10.0
+    squeue_attempts: int = 7
 
 
 class FitRun:
@@ -162,18 +218,52 @@ class FitRun:
         return submitit.helpers.DelayedSubmission(FitRun(), run_dir)
 
 
-def queued_job_ids() -> set[str] | None:
-    """Ids (``<array>_<task>``) of this user's queued and running jobs; None when ``squeue`` is unavailable."""
+def query_queue() -> set[str]:
+    """One ``squeue`` call: ids (``<array>_<task>``) of this user's queued and running jobs.
+
+    Raises:
+        SlurmQueryError: ``squeue`` is missing or failed.
+    """
     if shutil.which("squeue") is None:
-        return None
-    result = subprocess.run(
-        ["squeue", "-h", "-r", "-u", os.environ.get("USER", str(os.getuid())), "-o", "%i"],
-        capture_output=True,
-        text=True,
-    )
+        raise SlurmQueryError("squeue is not available: the slurm launcher needs the SLURM client tools")
+    try:
+        result = subprocess.run(
+            ["squeue", "-h", "-r", "-u", os.environ.get("USER", str(os.getuid())), "-o", "%i"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired:
+        raise SlurmQueryError("squeue did not answer within 120 s") from None
     if result.returncode != 0:
-        return None
+        message = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no message"
+        raise SlurmQueryError(f"squeue exited with status {result.returncode}: {message}")
     return {line.strip() for line in result.stdout.splitlines() if line.strip()}
+
+
+def queued_job_ids(
+    attempts: int = 7, first_wait_s: float = 2.0, sleep: Callable[[float], None] | None = None
+) -> set[str]:
+    """The queued and running job ids, retrying a failing ``squeue`` with exponential back-off.
+
+    A slurmctld that stalls for a while (a restart, a busy controller) must not look like an empty queue:
+    that would mark every queued run as failed.
+
+    Raises:
+        SlurmQueryError: every attempt failed (or the SLURM tools are missing).
+    """
+    sleep = sleep or time.sleep
+    wait = first_wait_s
+    for attempt in range(1, attempts + 1):
+        try:
+            return query_queue()
+        except SlurmQueryError as err:
+            if attempt == attempts or shutil.which("squeue") is None:
+                raise SlurmQueryError(f"{err} ({attempt} attempts); the queue state is unknown, stopping") from None
+            print(f"{err}; retrying in {wait:g} s (attempt {attempt} of {attempts})", flush=True)
+            sleep(wait)
+            wait *= 2
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -181,8 +271,10 @@ class SlurmLauncher:
     """Submits the runs as one SLURM job array through submitit and waits for them.
 
     Runs still queued or running from an earlier submission (recorded in ``slurm_job.json``) are not
-    submitted again, so restarting the sweep command while the cluster works is safe. Submitting needs no
-    GPU: a login node is fine.
+    submitted again, so restarting the sweep command while the cluster works is safe. A run submitted
+    twice anyway (the submitter died between ``sbatch`` and writing ``slurm_job.json``) trains once: the
+    second job waits for the first's lock on the run directory and then finds its result. Submitting needs
+    no GPU: a login node is fine.
     """
 
     options: SlurmOptions = field(default_factory=SlurmOptions)
@@ -211,11 +303,9 @@ class SlurmLauncher:
         executor.update_parameters(**params)
         return executor
 
-    def launch(self, sweep_dir: Path, runs: Sequence[RunSpec], progress: Callable[[], None]) -> None:
+    def launch(self, sweep_dir: Path, runs: Sequence[RunSpec], progress: Progress) -> None:
         """Submits what is not queued already, then waits until every run has left the queue."""
-        queued = queued_job_ids()
-        if queued is None:
-            raise RuntimeError("squeue is not available: the slurm launcher needs the SLURM client tools")
+        queued = queued_job_ids(self.options.squeue_attempts)
         waiting: dict[str, Path] = {}
         to_submit = []
         for spec in runs:
@@ -234,7 +324,7 @@ class SlurmLauncher:
             print(f"submitted {len(jobs)} runs as SLURM array {jobs[0].job_id.split('_')[0]}", flush=True)
         while waiting:
             time.sleep(self.options.poll_s)
-            queued = queued_job_ids() or set()
+            queued = queued_job_ids(self.options.squeue_attempts)
             finished = [job_id for job_id in waiting if job_id not in queued]
             for job_id in finished:
                 run_dir = waiting.pop(job_id)
@@ -248,4 +338,4 @@ class SlurmLauncher:
                         },
                     )
             if finished:
-                progress()
+                progress(set(waiting.values()))

@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,10 +150,25 @@ def read_manifest(sweep_dir: Path) -> list[RunSpec]:
 
 
 def append_manifest(sweep_dir: Path, runs: list[RunSpec]) -> None:
-    """Adds runs that the manifest does not hold yet."""
+    """Adds runs that the manifest does not hold yet.
+
+    The manifest is rewritten through a temporary file and ``os.replace``, so a kill mid-write never leaves
+    half a line; a half line left by an older writer is dropped rather than glued to the next entry.
+    """
     known = {spec.id for spec in read_manifest(sweep_dir)}
     new = [spec for spec in runs if spec.id not in known]
-    if new:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        with (sweep_dir / MANIFEST).open("a") as handle:
-            handle.writelines(spec.to_json() + "\n" for spec in new)
+    if not new:
+        return
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    path = sweep_dir / MANIFEST
+    kept = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            kept.append(line + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(kept) + "".join(spec.to_json() + "\n" for spec in new))
+    os.replace(tmp, path)

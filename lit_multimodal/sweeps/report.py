@@ -18,14 +18,12 @@ run may have left placeholder metrics behind.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from lit_multimodal.sweeps.plan import SELECTION as SELECTION_FILE
 from lit_multimodal.sweeps.plots import plot_tuned_vs_accuracy
 from lit_multimodal.sweeps.rows import (
     RunRow,
@@ -34,6 +32,7 @@ from lit_multimodal.sweeps.rows import (
     collect_runs,
     find_sweeps,
     relative_path,
+    selection_entries,
     status_counts,
     sweep_name,
     task_catalog,
@@ -60,18 +59,6 @@ PLOT_FILE = "tuned_vs_accuracy.png"
 CHOSEN_DIR = "chosen"
 
 
-def _selection_entries(sweep: Path) -> dict[str, dict[str, Any]]:
-    path = sweep / SELECTION_FILE
-    if not path.is_file():
-        return {}
-    try:
-        selection = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        log.warning("%s: unreadable (%s), skipped", path, err)
-        return {}
-    return {str(task): entry for task, entry in selection.items() if isinstance(entry, dict)}
-
-
 def _selection_metric(entry: dict[str, Any]) -> str:
     """The chosen point's validation top-1 in percent; another selection metric is named after the value."""
     for key in ("val_top1", "val/top1"):
@@ -96,7 +83,7 @@ def copy_chosen(sweep_dir: Path, out: Path, rows: list[RunRow]) -> tuple[list[li
     body, copies = [], []
     for sweep in find_sweeps(sweep_dir):
         name = sweep_name(sweep, sweep_dir)
-        for task, entry in sorted(_selection_entries(sweep).items()):
+        for task, entry in sorted(selection_entries(sweep).items()):
             methods = tuning_of.get((name, task)) or tuning_of.get((name, "")) or Counter({"unknown": 1})
             tuning = methods.most_common(1)[0][0]
             config = entry.get("config")
@@ -132,8 +119,10 @@ def print_console(agg: Aggregate, counts: dict[str, int]) -> None:
 
     fgvc, vtab, _ = task_catalog()
     groups = list(dict.fromkeys(t.group for t in vtab if t.group))
+    # Tasks outside FGVC and VTAB-1k (digits, BCI, ...) get a column each: they have no family mean.
+    others = sorted((t for t in agg.tasks.values() if t.family == "other"), key=lambda t: t.key)
     table = Table(title="Final test top-1 (%), mean over tasks", title_justify="left")
-    for column in ("Method", "Tasks", "FGVC", *groups, "VTAB-1k", "Tuned %"):
+    for column in ("Method", "Tasks", "FGVC", *groups, "VTAB-1k", *(t.column for t in others), "Tuned %"):
         table.add_column(column, justify="left" if column == "Method" else "right")
     keys = sorted_keys([key for key, _ in agg.test] + list(agg.planned))
     tuned = {row[0]: row[2] for row in tuned_rows(agg)}
@@ -146,6 +135,7 @@ def print_console(agg: Aggregate, counts: dict[str, int]) -> None:
             fmt(mean_of(agg, key, [t.key for t in fgvc])[0]),
             *(fmt(m) for m in means),
             fmt(mean_of(agg, key, [t.key for t in vtab])[0]),
+            *(fmt(agg.test[(key, t.key)].mean) if (key, t.key) in agg.test else DASH for t in others),
             tuned.get(key.label, DASH).split(" ")[0],
         )
     console = Console()

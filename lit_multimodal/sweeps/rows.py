@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 from collections import Counter, defaultdict
@@ -13,6 +14,7 @@ from typing import Any
 
 from lit_multimodal.sweeps.launchers import LOG_FILE
 from lit_multimodal.sweeps.plan import MANIFEST as MANIFEST_FILE
+from lit_multimodal.sweeps.plan import SELECTION as SELECTION_FILE
 from lit_multimodal.sweeps.plan import manifest_entries
 from lit_multimodal.training.results import read_result, result_status
 
@@ -26,7 +28,10 @@ TASK_PREFIXES = ("vtab-", "vtab/", "vtab1k-", "vtab1k/", "fgvc-", "fgvc/")
 class RunRow:
     """One planned run and its outcome: a row of ``results.csv``.
 
-    Accuracies are in percent; paths are relative to the folder given to :func:`report`.
+    Accuracies are in percent; paths are relative to the folder given to :func:`report`. ``selected`` tells
+    whether a final-stage run trained the grid point that ``selection.json`` names for its task (None for
+    search runs and when the sweep has no selection for the task): a final of another point is stale, left
+    by an earlier selection, and never averaged.
     """
 
     sweep: str
@@ -48,6 +53,7 @@ class RunRow:
     run_dir: str
     log: str
     error: str
+    selected: bool | None = None
 
 
 CSV_COLUMNS = tuple(field.name for field in fields(RunRow))
@@ -62,12 +68,14 @@ class TaskInfo:
         family: ``fgvc``, ``vtab`` or ``other``.
         column: column header.
         group: VTAB-1k group (``Natural``, ``Specialized``, ``Structured``); None outside VTAB-1k.
+        num_classes: the task's class count where the catalogue knows it (for the plot's chance line).
     """
 
     key: str
     family: str
     column: str
     group: str | None = None
+    num_classes: int | None = None
 
 
 def find_sweeps(sweep_dir: str | os.PathLike[str]) -> list[Path]:
@@ -155,14 +163,53 @@ def sweep_name(sweep: Path, root: Path) -> str:
     return root.resolve().name if rel == "." else rel
 
 
+def selection_entries(sweep: Path) -> dict[str, dict[str, Any]]:
+    """The sweep's ``selection.json`` (task → chosen point); empty when absent or unreadable."""
+    path = sweep / SELECTION_FILE
+    if not path.is_file():
+        return {}
+    try:
+        selection = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        log.warning("%s: unreadable (%s), skipped", path, err)
+        return {}
+    if not isinstance(selection, dict):
+        log.warning("%s: not a JSON object, skipped", path)
+        return {}
+    return {str(task): entry for task, entry in selection.items() if isinstance(entry, dict)}
+
+
+def _canonical(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def is_selected_point(params: dict[str, Any], chosen: dict[str, Any]) -> bool:
+    """Whether a run's grid point ``params`` is the ``chosen`` selection entry's point.
+
+    The runner's entries hold the whole point under ``params``; older ones only ``base_lr`` and
+    ``weight_decay``, which are then compared.
+    """
+    if isinstance(chosen.get("params"), dict):
+        return _canonical(params) == _canonical(chosen["params"])
+    return all(
+        as_float(chosen.get(name)) is None or _param(params, name) == as_float(chosen.get(name))
+        for name in ("base_lr", "weight_decay")
+    )
+
+
 def collect_runs(sweep_dir: str | os.PathLike[str]) -> list[RunRow]:
     """Every planned run of every sweep at or below ``sweep_dir`` with its outcome, in manifest order."""
     root = Path(sweep_dir)
     rows = []
     for sweep in find_sweeps(root):
         name = sweep_name(sweep, root)
+        selection = selection_entries(sweep)
         for entry in manifest_entries(sweep / MANIFEST_FILE):
-            rows.append(_run_row(name, sweep, root, entry))
+            row = _run_row(name, sweep, root, entry)
+            chosen = selection.get(str(entry.get("task")))
+            if row.stage == "final" and chosen is not None:
+                row.selected = is_selected_point(entry.get("params") or {}, chosen)
+            rows.append(row)
     return rows
 
 
@@ -218,10 +265,12 @@ def task_catalog() -> tuple[list[TaskInfo], list[TaskInfo], dict[str, TaskInfo]]
     from lit_multimodal.data.vtab import VTAB_TASKS
 
     fgvc = [
-        TaskInfo(key, "fgvc", getattr(info, "short", None) or FGVC_COLUMNS.get(key, info.name))
+        TaskInfo(
+            key, "fgvc", getattr(info, "short", None) or FGVC_COLUMNS.get(key, info.name), num_classes=info.num_classes
+        )
         for key, info in FGVC_DATASETS.items()
     ]
-    vtab = [TaskInfo(key, "vtab", task.short, task.group) for key, task in VTAB_TASKS.items()]
+    vtab = [TaskInfo(key, "vtab", task.short, task.group, task.num_classes) for key, task in VTAB_TASKS.items()]
     aliases: dict[str, TaskInfo] = {}
     spellings: dict[str, set[str]] = defaultdict(set)
     for info in fgvc:

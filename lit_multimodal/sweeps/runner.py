@@ -85,6 +85,14 @@ class ConfigRenderer:
         return self._parser()._parser("fit").dump(config)
 
 
+class SweepIncompleteError(SweepError):
+    """The sweep ran, but a task has no selectable search run; ``summary`` holds what was done."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
 @dataclass
 class Sweep:
     """The planned sweep (see :func:`sweep` for the meaning of each field)."""
@@ -132,10 +140,15 @@ class Sweep:
             raise SweepError("final_seeds is empty")
         _check_known_tasks(self.tasks, self.task_arg)
         tunings = {}
-        for task in self.tasks:
+        # Every task with the first point, and every point with the first task: grid values do not depend
+        # on the task, so this checks each value once without parsing tasks x points configs.
+        checks = [(task, points[0]) for task in self.tasks] + [(self.tasks[0], point) for point in points[1:]]
+        for task, point in checks:
             for stage_args in (self.search_args, self.final_args):
-                config = self.renderer.parse(self.args_for(task, stage_args, points[0], self.search_seed))
-            tunings[task] = str(config.model.init_args.get("tuning", "?")) if config.get("model") else "?"
+                config = self.renderer.parse(self.args_for(task, stage_args, point, self.search_seed))
+                _check_values(config, point)
+            if point is points[0]:
+                tunings[task] = str(config.model.init_args.get("tuning", "?")) if config.get("model") else "?"
         return tunings
 
     def _spec(self, stage: Stage, task: str, tuning: str, params: dict[str, Any], seed: int) -> RunSpec:
@@ -201,7 +214,9 @@ class Sweep:
                 run_dir = self.out_dir / spec.run_dir
                 value = _metric(run_dir, self.metric)
                 if value is None:
-                    problems.setdefault(task, []).append(f"{spec.run_dir} ({read_status(run_dir)})")
+                    status = read_status(run_dir)
+                    status = f"success without {self.metric}" if status == "success" else status
+                    problems.setdefault(task, []).append(f"{spec.run_dir} ({status})")
                     continue
                 key = tuple(spec.params[k] for k in self.grid)
                 scored.append((-value, key, spec))
@@ -228,6 +243,15 @@ def _metric(run_dir: Path, metric: str) -> float | None:
     return result.get("metrics", {}).get(metric)
 
 
+def _check_values(config: Namespace, point: dict[str, Any]) -> None:
+    """Values the parser accepts by type but no run can use: a negative learning rate or weight decay."""
+    for key in (LR_KEY, WD_KEY):
+        value = config.get(key) if key in config else None
+        if isinstance(value, (int, float)) and (value < 0 or (key == LR_KEY and value == 0)):
+            what = "positive" if key == LR_KEY else "zero or positive"
+            raise SweepError(f"{key} must be {what}; the grid point {point} gives {value}")
+
+
 def _check_known_tasks(tasks: list[str], task_arg: str | None) -> None:
     """VTAB-1k task names are checked against the task table when the sweep sets ``data.task``."""
     if not task_arg or not task_arg.endswith("task"):
@@ -240,18 +264,32 @@ def _check_known_tasks(tasks: list[str], task_arg: str | None) -> None:
 
 
 class _Progress:
-    """Prints done / failed / running counts of the runs being waited on."""
+    """Prints done / failed / running counts of the runs being waited on.
+
+    A run the launcher still has running or queued counts as running whatever its ``result.json`` says: a
+    SLURM run requeued after a time-out, or a run redone after an earlier failure, has not failed (yet).
+    """
 
     def __init__(self, out_dir: Path, stage: str, runs: list[RunSpec]) -> None:
         self.out_dir, self.stage, self.runs = out_dir, stage, runs
 
-    def __call__(self) -> None:
-        statuses = [read_status(self.out_dir / spec.run_dir) for spec in self.runs]
-        done = statuses.count("success")
-        failed = sum(s in ("failed", "interrupted") for s in statuses)
+    def counts(self, active: set[Path]) -> tuple[int, int, int]:
+        """``(done, failed, running or queued)``; ``active`` holds the run directories still in the launcher."""
+        active = {Path(p).resolve() for p in active}
+        done = failed = 0
+        for spec in self.runs:
+            run_dir = self.out_dir / spec.run_dir
+            status = read_status(run_dir)
+            if status == "success":
+                done += 1
+            elif status in ("failed", "interrupted") and run_dir.resolve() not in active:
+                failed += 1
+        return done, failed, len(self.runs) - done - failed
+
+    def __call__(self, active: set[Path]) -> None:
+        done, failed, running = self.counts(active)
         print(
-            f"[{self.stage}] {done} done, {failed} failed, {len(statuses) - done - failed} running or queued "
-            f"of {len(statuses)}",
+            f"[{self.stage}] {done} done, {failed} failed, {running} running or queued of {len(self.runs)}",
             flush=True,
         )
 
@@ -295,7 +333,8 @@ def sweep(
 
     Re-running the same command skips every run whose ``result.json`` says success and redoes failed or
     half-written ones (resuming from their last checkpoint), so a sweep can be killed and restarted at any
-    moment.
+    moment. A task left without a selectable search run (every run failed) ends the sweep with an error
+    after the other tasks' finals and the report.
 
     Args:
         name: sweep name (also the default output folder ``runs/sweeps/<name>``).
@@ -322,7 +361,7 @@ def sweep(
         max_parallel: local launcher: runs at once, each pinned to one device.
         devices: local launcher: the GPU indices to pin runs to (default ``0..max_parallel-1``).
         slurm: SLURM resources (partition, time, CPUs/GPUs per task, array parallelism, extra sbatch options).
-        dry_run: print the plan and validate every config; run nothing.
+        dry_run: print the plan and validate every config (every task and every grid point); run nothing.
 
     Returns:
         Counts per stage and the selection.
@@ -364,14 +403,21 @@ def sweep(
         summary["search_problems"] = problems
         for task, runs in problems.items():
             print(f"[search] {task}: {len(runs)} runs without {metric}: {runs[:3]}{' ...' * (len(runs) > 3)}")
+    unselected = [task for task in sweep_plan.tasks if task not in selection]
     if "final" in stages:
-        unselected = [task for task in sweep_plan.tasks if task not in selection]
         if unselected:
             print(f"[final] no finished search run to choose from for {unselected}; their finals are skipped")
         summary["final"] = _run_stage(sweep_plan, chosen_launcher, "final", sweep_plan.final_runs(tunings, selection))
     from lit_multimodal.sweeps.report import report
 
     summary["report"] = report(str(sweep_plan.out_dir))
+    if unselected:
+        raise SweepIncompleteError(
+            f"no search run of {unselected} finished with {metric}, so nothing could be selected for "
+            f"{'them' if len(unselected) > 1 else 'it'}; see {sweep_plan.out_dir / 'summary.md'} for the failed runs "
+            "and run the sweep again to redo them",
+            summary,
+        )
     return summary
 
 

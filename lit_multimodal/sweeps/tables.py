@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lit_multimodal.sweeps.plan import SELECTION as SELECTION_FILE
@@ -97,6 +97,8 @@ class Aggregate:
             any successful run (they do not depend on lr, wd or seed).
         search_val: best search-stage val top-1 per (row, task key).
         tasks: the task info of every task key seen.
+        stale: successful final runs per (row, task key) whose grid point is not the one ``selection.json``
+            names now (left by an earlier selection); they are not in ``test``.
     """
 
     test: dict[tuple[RowKey, str], Stat]
@@ -104,11 +106,17 @@ class Aggregate:
     tuned: dict[tuple[RowKey, str], tuple[float | None, float | None, int | None]]
     search_val: dict[tuple[RowKey, str], float]
     tasks: dict[str, TaskInfo]
+    stale: dict[tuple[RowKey, str], list[RunRow]] = field(default_factory=dict)
 
 
 def aggregate(rows: list[RunRow]) -> Aggregate:
-    """Groups the runs into table cells (see :class:`Aggregate`)."""
+    """Groups the runs into table cells (see :class:`Aggregate`).
+
+    Only final runs of the selected grid point are averaged; a final of another point (``selected`` False)
+    goes to ``stale``.
+    """
     keys = row_keys(rows)
+    stale: dict[tuple[RowKey, str], list[RunRow]] = defaultdict(list)
     values: dict[tuple[RowKey, str], list[float]] = defaultdict(list)
     planned: dict[RowKey, set[str]] = defaultdict(set)
     tuned = {}
@@ -125,12 +133,15 @@ def aggregate(rows: list[RunRow]) -> Aggregate:
             continue
         if row.tuned_percent is not None and cell not in tuned:
             tuned[cell] = (row.tuned_percent, row.tuned_percent_of_backbone, row.trainable_params)
+        if row.stage == "final" and row.selected is False:
+            stale[cell].append(row)
+            continue
         if row.stage == "final" and row.test_top1 is not None:
             values[cell].append(row.test_top1)
         if row.stage == "search" and row.val_top1 is not None:
             search_val[cell] = max(search_val.get(cell, row.val_top1), row.val_top1)
     test = {cell: _stat(found) for cell, found in values.items()}
-    return Aggregate(test, dict(planned), tuned, search_val, tasks)
+    return Aggregate(test, dict(planned), tuned, search_val, tasks, dict(stale))
 
 
 def mean_of(agg: Aggregate, key: RowKey, task_keys: list[str]) -> tuple[float | None, list[str]]:
@@ -225,6 +236,17 @@ def other_table(agg: Aggregate) -> list[str]:
     return ["## Other tasks", "", *_md_table(["Method", *(t.column for t in others)], body)]
 
 
+def stale_notes(agg: Aggregate) -> list[str]:
+    """A note per table cell that has successful finals of a grid point other than the selected one."""
+    if not agg.stale:
+        return []
+    lines = ["Stale finals (a grid point that `selection.json` no longer names; not averaged above):", ""]
+    for (key, task), rows in sorted(agg.stale.items(), key=lambda item: (item[0][0].label, item[0][1])):
+        points = sorted({f"lr {fmt(r.base_lr, 'g')}, wd {fmt(r.weight_decay, 'g')}" for r in rows})
+        lines.append(f"- {key.label}, {task_info(task).column}: {len(rows)} runs of {'; '.join(points)}.")
+    return [*lines, ""]
+
+
 def format_count(count: float) -> str:
     """A parameter count as people write it: ``485``, ``6.2 K``, ``0.855 M``, ``86.6 M``, ``1.20 B``."""
     if count < 1e3:
@@ -295,6 +317,7 @@ def render_summary(
     ]
     tables = fgvc_table(agg, fgvc) + vtab_table(agg, vtab) + other_table(agg)
     lines += tables or ["No final-stage results yet.", ""]
+    lines += stale_notes(agg)
     lines += ["## Chosen hyper-parameters", ""]
     if chosen:
         header = ["Sweep", "Method", "Task", "base lr", "weight decay", "val top-1 (%)", "Config"]

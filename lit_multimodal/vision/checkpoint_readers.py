@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from lit_multimodal.file_kind import describe_content
+from lit_multimodal.training.safe_load import safe_torch_load
 
 StateDict = dict[str, torch.Tensor]
 
@@ -53,12 +54,7 @@ class ReadCheckpoint:
 
 def torch_load(path: Path) -> object:
     """``torch.load`` restricted to tensors and plain containers."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure becomes one clear message
-        raise CheckpointError(
-            f"{path}: cannot be read as a weights-only torch checkpoint ({type(err).__name__}: {err})"
-        ) from None
+    return safe_torch_load(path, error=CheckpointError)
 
 
 def _npz_load(path: Path) -> dict[str, np.ndarray]:

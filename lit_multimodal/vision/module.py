@@ -16,6 +16,7 @@ from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
 from lit_multimodal.training.errors import TrainingDiverged, check_setting
 from lit_multimodal.training.optim import OptimConfig, build_optimizer, build_scheduler, check_optim, scaled_lr
 from lit_multimodal.vision.backbones import BackboneConfig, build_vit
+from lit_multimodal.vision.checkpoint_identity import image_classifier_identity
 from lit_multimodal.vision.checkpoints import load_backbone_checkpoint
 from lit_multimodal.vision.classifier import ViTClassifier
 from lit_multimodal.vision.feature_cache import FeatureCache, FeatureDataset, backbone_key
@@ -318,6 +319,8 @@ class ImageClassifier(TrainableOnlyCheckpoints):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_epoch=True, on_step=False)
 
     # -- trainable-only checkpoints (TrainableOnlyCheckpoints) ---------------------------------------
+    checkpoint_identity = staticmethod(image_classifier_identity)
+
     def checkpoint_description(self) -> str:
         """The tuning method, for the message of a checkpoint that does not fit."""
         return f"tuning {self.tuning!r}"

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from lit_multimodal.training.safe_load import safe_torch_load
+
 from .config import ImageBindConfig
 from .model import ImageBindModel
 
@@ -28,13 +30,8 @@ class ImageBindCheckpointError(ValueError):
 
 
 def _torch_load(path: Path) -> object:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as err:
-        if "mmap" not in str(err):
-            raise
-        # Files in the legacy (pre-zip) serialisation format cannot be memory-mapped.
-        return torch.load(path, map_location="cpu", weights_only=True)
+    # Memory-mapped where the format allows (a legacy pre-zip file is read without).
+    return safe_torch_load(path, error=ImageBindCheckpointError, mmap=True)
 
 
 def load_imagebind_state(path: str | Path) -> dict[str, Tensor]:
@@ -64,6 +61,8 @@ def load_imagebind_state(path: str | Path) -> dict[str, Tensor]:
             raw: object = load_file(str(path), device="cpu")
         else:
             raw = _torch_load(path)
+    except ImageBindCheckpointError:
+        raise
     except Exception as err:  # noqa: BLE001 - any reader failure becomes one message naming the file
         raise ImageBindCheckpointError(
             f"{path}: cannot be read as a weights-only state dict ({type(err).__name__}: {err})"

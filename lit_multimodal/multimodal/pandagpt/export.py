@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from lit_multimodal.training.safe_load import safe_torch_load
 from lit_multimodal.vision.checkpoint_readers import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,7 @@ def _strip_wrapper(key: str) -> str:
 
 
 def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors come in many types
-        raise DeltaCheckpointError(f"{path}: cannot be read with torch.load(weights_only=True): {err}") from None
+    return safe_torch_load(path, error=DeltaCheckpointError)
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
