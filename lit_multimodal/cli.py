@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import auto_cli
+from jsonargparse import Namespace, auto_cli
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -31,6 +31,7 @@ from lit_multimodal.multimodal.imagebind.checkpoint import ImageBindCheckpointEr
 from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
 from lit_multimodal.multimodal.pandagpt.conversation import ConversationError
 from lit_multimodal.sweeps.plan import SweepError
+from lit_multimodal.training.loggers import RunDirConfigCallback, place_loggers_in_run_dir, with_logger_save_dir
 from lit_multimodal.training.results import (
     RESULT_FILE,
     WallClock,
@@ -78,6 +79,7 @@ class LitMMCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("save_config_callback", RunDirConfigCallback)
         parser_kwargs = kwargs.setdefault("parser_kwargs", {})
         parser_kwargs.setdefault("epilog", EPILOG)
         self.clock = WallClock()
@@ -97,6 +99,12 @@ class LitMMCLI(LightningCLI):
             help="After fit, test the last-epoch weights when the data has a test split (the VPT protocol).",
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parses as Lightning does; ``--trainer.logger CSVLogger`` alone writes into the run directory."""
+        if isinstance(args, (dict, Namespace)):
+            return super().parse_arguments(parser, args)
+        self.config = parser.parse_args(with_logger_save_dir(sys.argv[1:] if args is None else list(args)))
+
     def before_instantiate_classes(self) -> None:
         """Fills ``model.num_classes`` from the data and sets the default run directory."""
         config = self.config.get(str(self.subcommand), self.config)
@@ -112,6 +120,10 @@ class LitMMCLI(LightningCLI):
                 )
         if config.trainer.get("default_root_dir") is None:
             config.trainer.default_root_dir = DEFAULT_RUN_DIR
+        # Whatever the logger, checkpoints and logger files live in the run directory.
+        place_loggers_in_run_dir(config.trainer.get("logger"), config.trainer.default_root_dir)
+        if config.get("checkpoint") is not None and config.checkpoint.get("dirpath") is None:
+            config.checkpoint.dirpath = str(Path(config.trainer.default_root_dir) / "checkpoints")
         # trainer.precision left empty: bf16-mixed where the hardware runs bf16 natively, else 32-true.
         self.precision_auto = config.trainer.get("precision") is None
         if self.precision_auto:

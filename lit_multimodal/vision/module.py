@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
+from lit_multimodal.training.loggers import log_hparams
 from lit_multimodal.training.optim import OptimConfig, build_optimizer, build_scheduler, scaled_lr
 from lit_multimodal.vision.backbones import BackboneConfig, build_vit
 from lit_multimodal.vision.checkpoints import load_backbone_checkpoint
@@ -284,7 +285,7 @@ class ImageClassifier(TrainableOnlyCheckpoints):
             # so only the splits this run has are declared (a search run has no test split).
             has_split = getattr(getattr(self.trainer, "datamodule", None), "has_split", lambda role: True)
             declared = {name: 0.0 for name in HPARAM_METRICS if has_split(name.split("/")[0])}
-            self.logger.log_hyperparams(self.curated_hparams(), declared)
+            log_hparams(self.loggers, self.curated_hparams(), declared)
 
     def curated_hparams(self) -> dict[str, Any]:
         """The flat hparams shown in TensorBoard's HParams tab."""

@@ -21,6 +21,7 @@ from torch import nn
 from lit_multimodal.multimodal.pandagpt.conversation import IGNORE_INDEX
 from lit_multimodal.multimodal.pandagpt.embedder import Embedder
 from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
+from lit_multimodal.training.loggers import log_hparams
 from lit_multimodal.training.warmup_decay import build_warmup_decay_scheduler, pandagpt_warmup_steps
 
 log = logging.getLogger(__name__)
@@ -382,7 +383,7 @@ class PandaGPT(TrainableOnlyCheckpoints):
             f"{counts.tuned_percent_of_backbone:.4f} % of the LLM"
         )
         if self.logger is not None:
-            self.logger.log_hyperparams(self.curated_hparams(), {name: 0.0 for name in HPARAM_METRICS})
+            log_hparams(self.loggers, self.curated_hparams(), {name: 0.0 for name in HPARAM_METRICS})
 
     def curated_hparams(self) -> dict[str, Any]:
         """The flat hparams shown in TensorBoard's HParams tab."""
