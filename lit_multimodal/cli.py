@@ -9,11 +9,13 @@ functions whose signatures and docstrings jsonargparse turns into the command li
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import re
 import sys
 import traceback
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 import lit_multimodal.data  # noqa: F401 - registers the DataModules for class_path lookup
 import lit_multimodal.vision  # noqa: F401 - registers the LightningModules for class_path lookup
+from lit_multimodal.config_errors import explain
 from lit_multimodal.data.base import DataError
 from lit_multimodal.multimodal.imagebind.checkpoint import ImageBindCheckpointError
 from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
@@ -82,6 +85,10 @@ class LitMMCLI(LightningCLI):
         kwargs.setdefault("save_config_callback", RunDirConfigCallback)
         parser_kwargs = kwargs.setdefault("parser_kwargs", {})
         parser_kwargs.setdefault("epilog", EPILOG)
+        # Errors come back as exceptions (main prints one paragraph); no silent prefix matching of options.
+        for scope in (parser_kwargs, *(parser_kwargs.setdefault(sub, {}) for sub in LIGHTNING_COMMANDS)):
+            scope.setdefault("exit_on_error", False)
+            scope.setdefault("allow_abbrev", False)
         self.clock = WallClock()
         super().__init__(*args, **kwargs)
 
@@ -103,7 +110,12 @@ class LitMMCLI(LightningCLI):
         """Parses as Lightning does; ``--trainer.logger CSVLogger`` alone writes into the run directory."""
         if isinstance(args, (dict, Namespace)):
             return super().parse_arguments(parser, args)
-        self.config = parser.parse_args(with_logger_save_dir(sys.argv[1:] if args is None else list(args)))
+        args = with_logger_save_dir(sys.argv[1:] if args is None else list(args))
+        try:
+            self.config = parser.parse_args(args)
+        except ArgumentError as err:
+            err.valid_keys = _parser_keys(parser, args)  # for main's "did you mean"
+            raise
 
     def before_instantiate_classes(self) -> None:
         """Fills ``model.num_classes`` from the data and sets the default run directory."""
@@ -221,6 +233,15 @@ class LitMMCLI(LightningCLI):
         rank_zero_info(f"wrote {run_dir / RESULT_FILE} ({status})")
 
 
+def _parser_keys(parser: Any, args: list[str]) -> list[str]:
+    """The option keys of the subcommand named in ``args`` (or of ``parser`` itself)."""
+    action = getattr(parser, "_subcommands_action", None)
+    sub = next((arg for arg in args if not arg.startswith("-")), None)
+    if action is not None and sub in action._name_parser_map:
+        parser = action._name_parser_map[sub]
+    return [a.dest for a in parser._actions if a.dest not in ("help", "config", "print_config")]
+
+
 def _as_plain(value: Any) -> Any:
     """A jsonargparse Namespace (e.g. the data config: class, root, interpolation, ...) as plain dicts."""
     return value.as_dict() if hasattr(value, "as_dict") else value
@@ -259,6 +280,7 @@ def _user_error(err: BaseException) -> BaseException | None:
     return None
 
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 FUNCTION_COMMANDS = ("prepare", "sweep", "report", "embed", "zeroshot", "export", "chat", "demo")
 FIT_CONFIG_COMMANDS = ("export", "chat", "demo")
 
@@ -286,7 +308,16 @@ def _run_function_command(args: list[str]) -> None:
     if args and args[0] in FIT_CONFIG_COMMANDS:
         # jsonargparse keeps --config for its own config files; these commands take a fit config as --config.
         args = [args[0], *(re.sub(r"^--config(?==|$)", "--fit_config", arg) for arg in args[1:])]
-    summary = auto_cli(commands, args=args, as_positional=False)
+    # Errors come back as exceptions (main prints one paragraph); no silent prefix matching of options.
+    try:
+        summary = auto_cli(commands, args=args, as_positional=False, exit_on_error=False, allow_abbrev=False)
+    except ArgumentError as err:
+        command = commands.get(args[0]) if args else None
+        if isinstance(command, dict) and len(args) > 1:
+            command = command.get(args[1])
+        if callable(command):  # for main's "did you mean"
+            err.valid_keys = [name for name in inspect.signature(command).parameters if name != "self"]
+        raise
     if summary is not None:
         print(json.dumps(summary, indent=2, default=str))
 
@@ -304,6 +335,12 @@ def main(argv: list[str] | None = None) -> None:
             _run_function_command(args)
         else:
             LitMMCLI(args=argv)
+    except ArgumentError as err:
+        if os.environ.get("LIT_MM_DEBUG"):
+            raise
+        message = explain(str(err.message if hasattr(err, "message") else err), args, getattr(err, "valid_keys", ()))
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
     except Exception as err:
         cause = _user_error(err)
         if cause is None or os.environ.get("LIT_MM_DEBUG"):

@@ -42,3 +42,43 @@ def test_csv_logger_run_keeps_everything_in_the_run_dir(csv_run):
     hparams = (csv_run / "hparams.yaml").read_text()
     assert "tuning: vpt_deep" in hparams and "tuned_percent" in hparams
     assert not (csv_run / "lightning_logs").exists()
+
+
+def _error(args, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    captured = capsys.readouterr()
+    return int(info.value.code or 0), captured.out + captured.err
+
+
+def test_misspelt_key_in_a_file_is_one_paragraph_with_a_suggestion(tmp_path, tiny_dataset, capsys):
+    config = tiny_config(tmp_path, tiny_dataset, num_promts=3)
+    code, out = _error(["fit", "--config", str(config)], capsys)
+    assert code == 2
+    assert len(out.strip().splitlines()) == 1, out
+    assert str(config) in out and "model.init_args.num_promts" in out
+    assert "did you mean 'model.init_args.num_prompts'" in out
+    assert "usage:" not in out and "Subtypes" not in out
+
+
+def test_abbreviated_option_is_not_prefix_matched(tmp_path, tiny_dataset, capsys):
+    config = tiny_config(tmp_path, tiny_dataset)
+    code, out = _error(["fit", "--config", str(config), "--trainer.max_epoch", "3", "--print_config"], capsys)
+    assert code == 2
+    assert "trainer.max_epoch'" in out and "did you mean 'trainer.max_epochs'" in out
+    assert len(out.strip().splitlines()) == 1, out
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_epochs: 3\n   devices: [1\n")
+    code, out = _error(["fit", "--config", str(bad)], capsys)
+    assert code == 2
+    assert f"{bad} line 3" in out and "<unicode string>" not in out
+    assert len(out.strip().splitlines()) == 1, out
+
+
+def test_function_command_option_typo_suggests(capsys):
+    code, out = _error(["report", "--sweep_di", "x"], capsys)
+    assert code == 2
+    assert "did you mean" in out and len(out.strip().splitlines()) == 1, out
