@@ -30,6 +30,8 @@ import lit_multimodal.data  # noqa: F401 - registers the DataModules for class_p
 import lit_multimodal.vision  # noqa: F401 - registers the LightningModules for class_path lookup
 from lit_multimodal.config_errors import explain
 from lit_multimodal.data.base import DataError
+from lit_multimodal.entry import overview_parser, wants_overview
+from lit_multimodal.help_format import PlainHelpFormatter
 from lit_multimodal.multimodal.imagebind.checkpoint import ImageBindCheckpointError
 from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
 from lit_multimodal.multimodal.pandagpt.conversation import ConversationError
@@ -85,10 +87,12 @@ class LitMMCLI(LightningCLI):
         kwargs.setdefault("save_config_callback", RunDirConfigCallback)
         parser_kwargs = kwargs.setdefault("parser_kwargs", {})
         parser_kwargs.setdefault("epilog", EPILOG)
+        parser_kwargs.setdefault("prog", "lit-mm")
         # Errors come back as exceptions (main prints one paragraph); no silent prefix matching of options.
         for scope in (parser_kwargs, *(parser_kwargs.setdefault(sub, {}) for sub in LIGHTNING_COMMANDS)):
             scope.setdefault("exit_on_error", False)
             scope.setdefault("allow_abbrev", False)
+            scope.setdefault("formatter_class", PlainHelpFormatter)
         self.clock = WallClock()
         super().__init__(*args, **kwargs)
 
@@ -309,8 +313,19 @@ def _run_function_command(args: list[str]) -> None:
         # jsonargparse keeps --config for its own config files; these commands take a fit config as --config.
         args = [args[0], *(re.sub(r"^--config(?==|$)", "--fit_config", arg) for arg in args[1:])]
     # Errors come back as exceptions (main prints one paragraph); no silent prefix matching of options.
+    command = commands.get(args[0]) if args else None
+    if callable(command):
+        args = checkpoint_option_alias(args, inspect.signature(command).parameters)
     try:
-        summary = auto_cli(commands, args=args, as_positional=False, exit_on_error=False, allow_abbrev=False)
+        summary = auto_cli(
+            commands,
+            args=args,
+            as_positional=False,
+            exit_on_error=False,
+            allow_abbrev=False,
+            formatter_class=PlainHelpFormatter,
+            prog="lit-mm",
+        )
     except ArgumentError as err:
         command = commands.get(args[0]) if args else None
         if isinstance(command, dict) and len(args) > 1:
@@ -322,6 +337,23 @@ def _run_function_command(args: list[str]) -> None:
         print(json.dumps(summary, indent=2, default=str))
 
 
+def checkpoint_option_alias(args: list[str], parameters: Any) -> list[str]:
+    """``--ckpt_path`` (Lightning's name, used by fit/validate/test/predict) for every command taking a checkpoint.
+
+    A command whose parameter is ``ckpt_path`` still accepts the former ``--ckpt`` with a deprecation
+    message; one whose parameter is still ``ckpt`` accepts ``--ckpt_path`` as well.
+    """
+    if "ckpt_path" in parameters:
+        old, new = "--ckpt", "--ckpt_path"
+        if any(re.match(r"^--ckpt(=|$)", arg) for arg in args):
+            print("warning: --ckpt is deprecated; use --ckpt_path", file=sys.stderr)
+    elif "ckpt" in parameters:
+        old, new = "--ckpt_path", "--ckpt"
+    else:
+        return args
+    return [re.sub(rf"^{old}(?==|$)", new, arg) for arg in args]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``lit-mm``.
 
@@ -330,6 +362,9 @@ def main(argv: list[str] | None = None) -> None:
     are jsonargparse's own messages (exit status 2).
     """
     args = sys.argv[1:] if argv is None else argv
+    if wants_overview(args):
+        overview_parser().print_help()
+        raise SystemExit(0 if args else 2)
     try:
         if args and args[0] in FUNCTION_COMMANDS:
             _run_function_command(args)

@@ -82,3 +82,68 @@ def test_function_command_option_typo_suggests(capsys):
     code, out = _error(["report", "--sweep_di", "x"], capsys)
     assert code == 2
     assert "did you mean" in out and len(out.strip().splitlines()) == 1, out
+
+
+def test_help_is_fast_and_lists_every_command():
+    import subprocess
+    import sys
+
+    from lit_multimodal.entry import COMMANDS
+
+    code = (
+        "import sys\n"
+        "from lit_multimodal.entry import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0\n"
+        "heavy = sorted(m for m in ('torch', 'lightning', 'jsonargparse', 'transformers') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout
+    usage = proc.stdout.split("\n\n", 1)[0]
+    for name, _ in COMMANDS:
+        assert name in usage
+    assert {name for name, _ in COMMANDS} >= {"fit", "predict", "prepare", "sweep", "report", "chat", "demo", "export"}
+
+
+def test_command_help_has_no_rest_markup(capsys):
+    code, out = _error(["report", "--help"], capsys)
+    assert code == 0
+    assert "``" not in out and ":class:" not in out and "manifest.jsonl" in out
+    assert out.startswith("usage: lit-mm")
+
+
+def test_quickstart_digits_does_not_create_a_mistyped_root(tmp_path):
+    from lit_multimodal.data.base import DataError
+    from lit_multimodal.data.digits import QuickstartDigits
+
+    missing = tmp_path / "nonexistent" / "digits"
+    with pytest.raises(DataError, match="does not exist"):
+        QuickstartDigits(root=str(missing)).prepare_data()
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_checkpoint_option_is_ckpt_path_everywhere(capsys):
+    from lit_multimodal.cli import checkpoint_option_alias
+    from lit_multimodal.multimodal.pandagpt.export import export
+
+    params = __import__("inspect").signature(export).parameters
+    assert "ckpt_path" in params
+    assert checkpoint_option_alias(["export", "--ckpt", "a.ckpt"], params) == ["export", "--ckpt_path", "a.ckpt"]
+    assert "--ckpt is deprecated; use --ckpt_path" in capsys.readouterr().err
+    assert checkpoint_option_alias(["export", "--ckpt_path=a"], params) == ["export", "--ckpt_path=a"]
+    # A command whose parameter is still named ckpt takes the common spelling too.
+    assert checkpoint_option_alias(["chat", "--ckpt_path", "d.pt"], {"ckpt": None}) == ["chat", "--ckpt", "d.pt"]
+
+
+def test_pandas_is_not_a_dependency():
+    import tomllib
+
+    from .conftest import REPO
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert not any(dep.startswith("pandas") for dep in deps)
+    assert not any("import pandas" in p.read_text() for p in (REPO / "lit_multimodal").rglob("*.py"))
