@@ -37,6 +37,7 @@ from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
 from lit_multimodal.multimodal.pandagpt.conversation import ConversationError
 from lit_multimodal.sweeps.plan import SweepError
 from lit_multimodal.training.loggers import RunDirConfigCallback, place_loggers_in_run_dir, with_logger_save_dir
+from lit_multimodal.training.metrics import EpochLines, summary_line
 from lit_multimodal.training.results import (
     RESULT_FILE,
     WallClock,
@@ -154,6 +155,9 @@ class LitMMCLI(LightningCLI):
             trainer_config["logger"] = TensorBoardLogger(
                 save_dir=trainer_config["default_root_dir"], name="", version="", default_hp_metric=False
             )
+        # One plain line per epoch when stdout is not a terminal (sweep logs); a no-op in a terminal.
+        callbacks = trainer_config.get("callbacks") or []
+        trainer_config["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), EpochLines()]
         return super().instantiate_trainer(**kwargs)
 
     # -- fit: test the final weights, then write result.json --------------------------------------
@@ -177,7 +181,11 @@ class LitMMCLI(LightningCLI):
         if config.get("test_after_fit", True) and has_test:
             for results in self.trainer.test(self.model, datamodule=self.datamodule, verbose=True):
                 metrics.update({k: float(v) for k, v in results.items()})
-        self._write_result("success", metrics=metrics)
+        details = getattr(self.model, "test_details", None)
+        self._write_result("success", metrics=metrics, **({"test_details": details} if details else {}))
+        counts = getattr(self.model, "param_counts", None)
+        if self.trainer.is_global_zero:  # the last line of a run, on stdout: where sweep logs and users look
+            print(summary_line(metrics, counts.tuned_percent if counts is not None else None), flush=True)
 
     def after_validate(self) -> None:
         """Writes ``validate_result.json`` (metrics and the checkpoint evaluated) into the run directory."""
@@ -196,6 +204,8 @@ class LitMMCLI(LightningCLI):
             "metrics": {k: float(v) for k, v in self.trainer.callback_metrics.items()},
             "wall_time_s": self.clock.seconds(),
         }
+        if subcommand == "test" and getattr(self.model, "test_details", None):
+            payload["test_details"] = self.model.test_details
         path = Path(self.trainer.default_root_dir) / f"{subcommand}_result.json"
         write_json_atomic(path, payload)
         rank_zero_info(f"wrote {path}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -28,7 +30,10 @@ def csv_run(tmp_path_factory) -> Path:
     tmp_path = tmp_path_factory.mktemp("csv_run")
     data = write_json_split_dataset(tmp_path / "tiny")
     config = tiny_config(tmp_path, data)
-    _run(["fit", "--config", str(config), "--trainer.logger", "CSVLogger"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):  # not a terminal: per-epoch lines are printed
+        _run(["fit", "--config", str(config), "--trainer.logger", "CSVLogger"])
+    (tmp_path / "run" / "stdout.txt").write_text(out.getvalue())
     return tmp_path / "run"
 
 
@@ -147,3 +152,36 @@ def test_pandas_is_not_a_dependency():
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     assert not any(dep.startswith("pandas") for dep in deps)
     assert not any("import pandas" in p.read_text() for p in (REPO / "lit_multimodal").rglob("*.py"))
+
+
+def test_test_results_have_per_class_macro_and_confusion(csv_run):
+    result = json.loads((csv_run / "result.json").read_text())
+    metrics, details = result["metrics"], result["test_details"]
+    assert "test/top5" not in metrics and not any(k.startswith("test/top3") for k in metrics)  # 3 classes
+    counts = details["confusion_matrix"]
+    assert details["classes"] == ["001", "002", "003"]
+    assert sum(map(sum, counts)) == 12  # 3 classes x 4 test images
+    # Independent reference: accuracies recomputed by hand from the confusion counts.
+    per_class = [row[i] / sum(row) for i, row in enumerate(counts)]
+    assert [details["per_class_accuracy"][c] for c in details["classes"]] == pytest.approx(per_class)
+    assert metrics["test/macro_acc"] == pytest.approx(sum(per_class) / 3)
+    assert metrics["test/top1"] == pytest.approx(sum(row[i] for i, row in enumerate(counts)) / 12)
+    assert (csv_run / details["confusion_png"]).is_file()
+
+
+def test_fit_prints_epoch_lines_and_a_percent_summary(csv_run):
+    out = (csv_run / "stdout.txt").read_text().splitlines()
+    epochs = [line for line in out if line.startswith("epoch ")]
+    assert [line.split(" · ")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert "val/top1" in epochs[-1] and "%" in epochs[-1] and "train/loss" in epochs[-1]
+    result = json.loads((csv_run / "result.json").read_text())
+    m, tuned = result["metrics"], result["params"]["tuned_percent"]
+    expected = f"test top-1 {100 * m['test/top1']:.1f} % · val {100 * m['val/top1']:.1f} % · tuned {tuned:.3f} %"
+    assert out[-1] == expected
+
+
+def test_summary_line_format():
+    from lit_multimodal.training.metrics import summary_line
+
+    line = summary_line({"test/top1": 0.7281, "val/top1": 0.62, "test/loss": 1.0}, 0.8951)
+    assert line == "test top-1 72.8 % · val 62.0 % · tuned 0.895 %"

@@ -10,10 +10,10 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
-from torchmetrics.classification import MulticlassAccuracy
 
 from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
 from lit_multimodal.training.loggers import log_hparams
+from lit_multimodal.training.metrics import StageMetrics, report_test_details
 from lit_multimodal.training.optim import OptimConfig, build_optimizer, build_scheduler, scaled_lr
 from lit_multimodal.vision.backbones import BackboneConfig, build_vit
 from lit_multimodal.vision.checkpoints import load_backbone_checkpoint
@@ -103,14 +103,11 @@ class ImageClassifier(TrainableOnlyCheckpoints):
         self.feature_cache = FeatureCache(feature_cache_dir) if feature_cache and tuning == "linear" else None
         # Checkpoints hold only trainable tensors; the frozen rest comes from backbone.checkpoint.
         self.strict_loading = False
-        top5 = min(5, num_classes)
+        # top-1, macro and (with more than 5 classes) top-5; the test stage adds per-class and confusion.
         self.metrics = torch.nn.ModuleDict(
-            {
-                f"{stage}_{name}": MulticlassAccuracy(num_classes=num_classes, top_k=k, average="micro")
-                for stage in ("val", "test")
-                for name, k in (("top1", 1), (f"top{top5}", top5))
-            }
+            {"val": StageMetrics(num_classes), "test": StageMetrics(num_classes, detailed=True)}
         )
+        self.test_details: dict[str, Any] | None = None
         self.param_counts: ParamCounts = count_parameters(self.net)
         self.lr: float | None = None
 
@@ -219,18 +216,22 @@ class ImageClassifier(TrainableOnlyCheckpoints):
         self.log(
             f"{stage}/loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True, batch_size=len(labels)
         )
-        for name, metric in self.metrics.items():
-            if name.startswith(stage):
-                metric.update(logits, labels)
-                self.log(f"{stage}/{name.split('_', 1)[1]}", metric, on_epoch=True, prog_bar=name.endswith("top1"))
+        stage_metrics = self.metrics[stage]
+        stage_metrics.update(logits, labels)
+        for name, metric in stage_metrics.scalars.items():
+            self.log(f"{stage}/{name}", metric, on_epoch=True, prog_bar=name == "top1")
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """Top-1/top-5 accuracy and loss on the validation split."""
+        """Top-1, macro (and with more than 5 classes top-5) accuracy and loss on the validation split."""
         self._eval_step("val", batch)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        """Top-1/top-5 accuracy and loss on the test split."""
+        """Top-1, macro (and with more than 5 classes top-5) accuracy and loss on the test split."""
         self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        """Per-class accuracy and the confusion matrix (``test_details``, PNG and TensorBoard figure)."""
+        self.test_details = report_test_details(self, self.metrics["test"], self.trainer.default_root_dir)
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Class probabilities."""
