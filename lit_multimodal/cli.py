@@ -35,6 +35,7 @@ from lit_multimodal.help_format import PlainHelpFormatter
 from lit_multimodal.multimodal.imagebind.checkpoint import ImageBindCheckpointError
 from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
 from lit_multimodal.multimodal.pandagpt.conversation import ConversationError
+from lit_multimodal.predictions import add_prediction_arguments, run_predict
 from lit_multimodal.sweeps.plan import SweepError
 from lit_multimodal.training.loggers import RunDirConfigCallback, place_loggers_in_run_dir, with_logger_save_dir
 from lit_multimodal.training.metrics import EpochLines, summary_line
@@ -109,6 +110,19 @@ class LitMMCLI(LightningCLI):
             type=bool,
             default=True,
             help="After fit, test the last-epoch weights when the data has a test split (the VPT protocol).",
+        )
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":
+            add_prediction_arguments(parser)
+        return parser
+
+    def predict(self, model: LightningModule, datamodule: Any = None, ckpt_path: str | None = None, **_: Any) -> None:
+        """Writes ``predictions.csv``/``.jsonl`` for the test split or ``--files`` (see lit_multimodal.predictions)."""
+        config = self.config.get("predict", self.config)
+        run_predict(
+            self.trainer, model, datamodule, ckpt_path, config.get("files"), config.get("top_k"), config.get("output")
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:

@@ -42,7 +42,7 @@ def test_csv_logger_run_keeps_everything_in_the_run_dir(csv_run):
     assert result["status"] == "success"
     assert (csv_run / "config.yaml").is_file()
     assert (csv_run / "checkpoints" / "last.ckpt").exists()
-    rows = list(csv.DictReader((csv_run / "metrics.csv").open()))
+    rows = list(csv.DictReader((csv_run / "metrics.csv").read_text().splitlines()))
     assert any(row.get("val/top1") for row in rows)
     hparams = (csv_run / "hparams.yaml").read_text()
     assert "tuning: vpt_deep" in hparams and "tuned_percent" in hparams
@@ -185,3 +185,46 @@ def test_summary_line_format():
 
     line = summary_line({"test/top1": 0.7281, "val/top1": 0.62, "test/loss": 1.0}, 0.8951)
     assert line == "test top-1 72.8 % · val 62.0 % · tuned 0.895 %"
+
+
+def test_predict_writes_csv_and_jsonl_for_the_test_split(csv_run, capsys):
+    ckpt = csv_run / "checkpoints" / "last.ckpt"
+    out_dir = csv_run.parent / "predict_run"
+    args = ["predict", "--config", str(csv_run / "config.yaml"), "--ckpt_path", str(ckpt)]
+    _run([*args, "--trainer.default_root_dir", str(out_dir), "--top_k", "2"])
+    rows = [json.loads(line) for line in (out_dir / "predictions.jsonl").read_text().splitlines()]
+    table = list(csv.DictReader((out_dir / "predictions.csv").read_text().splitlines()))
+    assert len(rows) == len(table) == 12
+    assert all(Path(row["path"]).is_file() and len(row["top_k"]) == 2 for row in rows)
+    assert {row["true_label"] for row in rows} == {"001", "002", "003"}
+    assert all(row["top_k"][0]["probability"] >= row["top_k"][1]["probability"] for row in rows)
+    assert table[0]["path"] == rows[0]["path"] and table[0]["label"] == rows[0]["label"]
+    # Independent reference: the predictions' accuracy is the fit run's test top-1 of the same weights.
+    result = json.loads((csv_run / "result.json").read_text())
+    accuracy = sum(row["label"] == row["true_label"] for row in rows) / len(rows)
+    assert accuracy == pytest.approx(result["metrics"]["test/top1"])
+    counts = result["test_details"]["confusion_matrix"]
+    names = result["test_details"]["classes"]
+    for i, name in enumerate(names):
+        of_class = [row for row in rows if row["true_label"] == name]
+        assert sum(row["label"] == name for row in of_class) == counts[i][i]
+
+
+def test_predict_accepts_a_folder_of_images(csv_run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "new_images" / "nested"
+    folder.mkdir(parents=True)
+    source = sorted((csv_run.parent / "tiny" / "images").rglob("*.png"))[:3]
+    for i, path in enumerate(source):
+        shutil.copy(path, folder / f"img{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    out_dir = tmp_path / "out"
+    args = ["predict", "--config", str(csv_run / "config.yaml"), "--ckpt_path", str(csv_run / "checkpoints/last.ckpt")]
+    _run(
+        [*args, "--files", str(tmp_path / "new_images"), "--trainer.default_root_dir", str(out_dir), "--output", "csv"]
+    )
+    table = list(csv.DictReader((out_dir / "predictions.csv").read_text().splitlines()))
+    assert sorted(Path(row["path"]).name for row in table) == ["img0.png", "img1.png", "img2.png"]
+    assert all(row["true_label"] == "" and row["label"] in {"001", "002", "003"} for row in table)
+    assert not (out_dir / "predictions.jsonl").exists()
