@@ -36,6 +36,7 @@ from lit_multimodal.multimodal.imagebind.checkpoint import ImageBindCheckpointEr
 from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
 from lit_multimodal.multimodal.pandagpt.conversation import ConversationError
 from lit_multimodal.predictions import add_prediction_arguments, run_predict
+from lit_multimodal.runtime import configure_threads, filter_known_warnings
 from lit_multimodal.sweeps.plan import SweepError
 from lit_multimodal.training.loggers import RunDirConfigCallback, place_loggers_in_run_dir, with_logger_save_dir
 from lit_multimodal.training.metrics import EpochLines, summary_line
@@ -46,6 +47,7 @@ from lit_multimodal.training.results import (
     package_versions,
     write_json_atomic,
 )
+from lit_multimodal.training.summary import quiet_model_summary
 from lit_multimodal.vision.checkpoints import CheckpointError
 from lit_multimodal.vision.precision import auto_precision
 
@@ -172,7 +174,9 @@ class LitMMCLI(LightningCLI):
         # One plain line per epoch when stdout is not a terminal (sweep logs); a no-op in a terminal.
         callbacks = trainer_config.get("callbacks") or []
         trainer_config["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), EpochLines()]
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        quiet_model_summary(trainer)  # no FLOPs column of zeros
+        return trainer
 
     # -- fit: test the final weights, then write result.json --------------------------------------
     def _run_subcommand(self, subcommand: str) -> None:
@@ -389,6 +393,8 @@ def main(argv: list[str] | None = None) -> None:
     if wants_overview(args):
         overview_parser().print_help()
         raise SystemExit(0 if args else 2)
+    filter_known_warnings()
+    configure_threads()
     try:
         if args and args[0] in FUNCTION_COMMANDS:
             _run_function_command(args)

@@ -228,3 +228,82 @@ def test_predict_accepts_a_folder_of_images(csv_run, tmp_path):
     assert sorted(Path(row["path"]).name for row in table) == ["img0.png", "img1.png", "img2.png"]
     assert all(row["true_label"] == "" and row["label"] in {"001", "002", "003"} for row in table)
     assert not (out_dir / "predictions.jsonl").exists()
+
+
+def test_known_harmless_messages_are_filtered(caplog):
+    import logging
+    import warnings
+
+    from lit_multimodal.runtime import filter_known_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        filter_known_warnings()
+        warnings.warn("The `srun` command is available on your system but is not used. HINT: ...", stacklevel=1)
+        warnings.warn("Found 144 module(s) in eval mode at the start of training. This may ...", stacklevel=1)
+        warnings.warn_explicit("`x` is deprecated", FutureWarning, "modeling_llama.py", 1, module="transformers.x")
+        warnings.warn("a warning that matters", stacklevel=1)
+    assert [str(w.message) for w in caught] == ["a warning that matters"]
+
+    summary = "\n  | Name | Type\n0         Modules in eval mode\n0         Total Flops"
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").info("💡 Tip: For seamless cloud logging ...")
+        logging.getLogger("lightning.pytorch.callbacks.model_summary").info(summary)
+    assert "Tip" not in caplog.text and "Total Flops" not in caplog.text and "Modules in eval mode" in caplog.text
+
+    from lit_multimodal.training.summary import QuietModelSummary
+
+    caplog.clear()
+    columns = [("Name", ["net"]), ("Type", ["ViT"]), ("Params", ["1 K"]), ("Mode", ["train"]), ("FLOPs", ["0"])]
+    with caplog.at_level(logging.INFO):
+        QuietModelSummary.summarize(columns, 1000, 10, 0.004, {"train": 1, "eval": 0}, 0)
+    assert "Trainable params" in caplog.text and "ViT" in caplog.text
+    assert "FLOPs" not in caplog.text and "Total Flops" not in caplog.text
+
+
+def test_thread_count_respects_env_and_load(monkeypatch):
+    import os
+
+    import torch
+
+    from lit_multimodal import runtime
+
+    assert runtime.choose_threads(cpus=2, load=5.0, default=2) == 1
+    assert runtime.choose_threads(cpus=16, load=3.4, default=16) == 13
+    assert runtime.choose_threads(cpus=16, load=0.0, default=8) == 8
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert runtime.configure_threads() is None  # torch follows OMP_NUM_THREADS itself
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    before = torch.get_num_threads()
+    try:
+        assert runtime.configure_threads() == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_progress_prints_lines_when_not_a_terminal():
+    from lit_multimodal.progress import progress
+
+    stream = io.StringIO()
+    with progress("work", 20, stream=stream) as bar:
+        for _ in range(20):
+            bar.advance()
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "work: 0/20 (0 %)" and lines[-1] == "work: 20/20 (100 %)"
+    assert 5 <= len(lines) <= 12
+
+
+def test_backbone_pretraining_and_feature_cache_show_progress(tmp_path, tiny_dataset, monkeypatch, capfd):
+    from lit_multimodal.vision import quickstart_backbone
+    from lit_multimodal.vision.backbones import BackboneConfig
+
+    monkeypatch.setattr(quickstart_backbone, "PRETRAIN_EPOCHS", 1)
+    quickstart_backbone.pretrain_on_source_digits(BackboneConfig(arch="test_vit", img_size=32))
+    assert "pre-training on digits 0-4 (train acc" in capfd.readouterr().err
+
+    config = tiny_config(tmp_path, tiny_dataset, tuning="linear", feature_cache_dir=str(tmp_path / "features"))
+    _run(["fit", "--config", str(config), "--trainer.max_epochs", "1", "--test_after_fit", "false"])
+    err = capfd.readouterr().err
+    assert "feature cache: backbone features of 12 images: 3/3 (100 %)" in err

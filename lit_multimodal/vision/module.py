@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 
+from lit_multimodal.progress import progress
 from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
 from lit_multimodal.training.loggers import log_hparams
 from lit_multimodal.training.metrics import StageMetrics, report_test_details
@@ -179,14 +180,16 @@ class ImageClassifier(TrainableOnlyCheckpoints):
         )
         features, labels = [], []
         try:
-            for batch in loader:
-                if batch is None:
-                    continue
-                images, targets = batch
-                with self.trainer.precision_plugin.forward_context():
-                    out = self.net.forward_features(images.to(device))
-                features.append(out.float().cpu())
-                labels.append(targets)
+            with progress(f"feature cache: backbone features of {len(dataset)} images", len(loader)) as bar:
+                for batch in loader:
+                    bar.advance()
+                    if batch is None:
+                        continue
+                    images, targets = batch
+                    with self.trainer.precision_plugin.forward_context():
+                        out = self.net.forward_features(images.to(device))
+                    features.append(out.float().cpu())
+                    labels.append(targets)
         finally:
             self.net.to(home).train(was_training)
         return torch.cat(features), torch.cat(labels).long()
