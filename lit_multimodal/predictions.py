@@ -113,6 +113,7 @@ class PredictionWriter(BasePredictionWriter):
             true = self.labels[index]
             self.rows.append(
                 {
+                    "index": index,
                     "path": self.paths[index],
                     "label": self.names[classes[0]],
                     "probability": round(values[0], 6),
@@ -125,7 +126,8 @@ class PredictionWriter(BasePredictionWriter):
             )
 
     def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
-        """Writes ``predictions.csv`` / ``predictions.jsonl`` into the run directory (rank zero)."""
+        """Writes ``predictions.csv`` / ``predictions.jsonl`` into the run directory (rank zero, all ranks' rows)."""
+        self.rows = _gather_rows(self.rows, trainer.world_size)
         if not trainer.is_global_zero:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -150,6 +152,16 @@ class PredictionWriter(BasePredictionWriter):
             path = self.run_dir / f"{PREDICTIONS_STEM}.jsonl"
             path.write_text("".join(json.dumps(row) + "\n" for row in self.rows))
             self.written.append(path)
+
+
+def _gather_rows(rows: list[dict[str, Any]], world_size: int) -> list[dict[str, Any]]:
+    """Every process's rows, in dataset order, once each (a distributed sampler may repeat items)."""
+    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        gathered: list[Any] = [None] * world_size
+        torch.distributed.all_gather_object(gathered, rows)
+        rows = [row for part in gathered for row in part]
+    unique = {row["index"]: row for row in rows}
+    return [unique[i] for i in sorted(unique)]
 
 
 def run_predict(

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from lightning.pytorch.loggers import Logger
 
 from lit_multimodal.cli import main
 
@@ -47,6 +48,48 @@ def test_csv_logger_run_keeps_everything_in_the_run_dir(csv_run):
     hparams = (csv_run / "hparams.yaml").read_text()
     assert "tuning: vpt_deep" in hparams and "tuned_percent" in hparams
     assert not (csv_run / "lightning_logs").exists()
+
+
+class RecordingLogger(Logger):
+    """A logger shaped like W&B's or MLflow's: ``log_hyperparams(params)`` only, files under its own save_dir."""
+
+    def __init__(self, save_dir: str) -> None:
+        super().__init__()
+        self._save_dir = save_dir
+
+    @property
+    def name(self) -> str:
+        return "recording"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    def log_hyperparams(self, params) -> None:
+        Path(self._save_dir).mkdir(parents=True, exist_ok=True)
+        (Path(self._save_dir) / "params.json").write_text(json.dumps(params, default=str))
+
+    def log_metrics(self, metrics, step=None) -> None:
+        with (Path(self._save_dir) / "metrics.jsonl").open("a") as handle:
+            handle.write(json.dumps(metrics) + "\n")
+
+
+def test_a_logger_with_its_own_folder_keeps_run_files_in_the_run_dir(tmp_path, tiny_dataset):
+    config = tiny_config(tmp_path, tiny_dataset)
+    elsewhere = tmp_path / "logger_home"
+    logger = ["--trainer.logger", f"{__name__}.RecordingLogger", "--trainer.logger.save_dir", str(elsewhere)]
+    _run(["fit", "--config", str(config), *logger, "--trainer.max_epochs", "1"])
+    run = tmp_path / "run"
+    assert json.loads((run / "result.json").read_text())["status"] == "success"
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").exists()
+    assert not (elsewhere / "config.yaml").exists() and not (elsewhere / "checkpoints").exists()
+    params = json.loads((elsewhere / "params.json").read_text())
+    assert params["tuning"] == "vpt_deep" and "tuned_percent" in params
+    assert "val/top1" in (elsewhere / "metrics.jsonl").read_text()
 
 
 def _error(args, capsys) -> tuple[int, str]:
