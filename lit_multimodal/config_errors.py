@@ -23,7 +23,9 @@ _NO_OPTION = re.compile(r"does not accept option '([^']+)'")
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: (--)?(\S+)")
 _PARSER_KEY = re.compile(r'Parser key "([^"]+)"')
 _CLASS_PATH = re.compile(r"Problem with given class_path '([^']+)'")
-_NOISE = re.compile(r"^(Subtypes:|Given value type|Expected a <class 'NoneType'>|Errors:|Does not validate against)")
+_NOISE = re.compile(
+    r"^(Subtypes:|Given value type|Given value: .{60,}|Expected a <class 'NoneType'>|Errors:|Does not validate against)"
+)
 
 
 def config_files(args: Iterable[str]) -> list[str]:
@@ -68,7 +70,17 @@ def explain(message: str, args: Iterable[str], valid_keys: Iterable[str] = ()) -
     if unrecognized:
         name = unrecognized.group(2).split("=", 1)[0]
         return _unknown_key(name, name, list(valid_keys), "on the command line", None)
-    return _condense(message)
+    keys = _PARSER_KEY.findall(message)
+    if keys and keys[0] != "config":
+        class_path = _CLASS_PATH.search(message)
+        key = f"{keys[0]}.init_args.{keys[-1]}" if class_path and len(keys) > 1 else keys[-1]
+        detail = _CLASS_PATH.sub("", _PARSER_KEY.sub("", _condense(message)))
+        detail = re.sub(r"<class '([\w.]+)'>", r"\1", detail).strip(" :")
+        if "Got value:" in detail:
+            detail = detail.split(" Given value:", 1)[0]
+        detail = re.sub(r"\.? *(Got|Given) value: ", ", got ", re.sub(r"^Expected an? ", "expected ", detail))
+        return f"invalid value for '{key}' {_where(key, args, files)}: {detail}"
+    return re.sub(r"<class '([\w.]+)'>", r"\1", _condense(message))
 
 
 def _unknown_key(key: str, name: str, candidates: list[str], where: str, owner: str | None) -> str:
@@ -86,18 +98,25 @@ def _unknown_key(key: str, name: str, candidates: list[str], where: str, owner: 
 
 
 def _where(name: str, args: list[str], files: list[str]) -> str:
-    """``in FILE`` for the last config file that holds the key, else ``on the command line``."""
+    """Where the value that counts came from: the last of the config files holding the key and the options."""
     leaf = name.rsplit(".", 1)[-1]
-    for path in reversed(files):
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError):
-            continue
-        if _holds_key(data, name.split(".")) or _holds_key(data, [leaf]):
-            return f"in {path}"
-    if any(arg.lstrip("-").split("=", 1)[0].endswith(leaf) for arg in args if arg.startswith("--")):
-        return "on the command line"
-    return f"in {files[-1]}" if files else "on the command line"
+    where = None
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args) or arg.startswith("--config="):
+            path = arg.split("=", 1)[1] if arg.startswith("--config=") else args[i + 1]
+            if _file_holds(path, name, leaf):
+                where = f"in {path}"
+        elif arg.startswith("--") and arg[2:].split("=", 1)[0].endswith(leaf):
+            where = "on the command line"
+    return where or (f"in {files[-1]}" if files else "on the command line")
+
+
+def _file_holds(path: str, name: str, leaf: str) -> bool:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return _holds_key(data, name.split(".")) or _holds_key(data, [leaf])
 
 
 def _holds_key(data: Any, parts: list[str]) -> bool:
