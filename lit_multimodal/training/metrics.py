@@ -179,14 +179,16 @@ class EpochLines(Callback):
 def report_test_details(module: Any, stage_metrics: StageMetrics, run_dir: str | None) -> dict[str, Any]:
     """Per-class accuracy and confusion matrix of a finished test epoch; the PNG and the logged figure.
 
-    Called on every rank (the computation synchronises across processes); rank zero writes
-    ``<run dir>/test_confusion.png`` and adds the figure to loggers that take figures (TensorBoard).
+    Called on every rank (the computation synchronises across processes). When the run logs (it has a
+    logger, as every ``lit-mm`` run unless ``trainer.logger`` is false), rank zero writes
+    ``<run dir>/test_confusion.png`` and adds the figure to loggers that take figures (TensorBoard); a bare
+    ``Trainer(logger=False)`` leaves no file behind in the working directory.
     """
     trainer = module.trainer
     names = class_names(getattr(trainer, "datamodule", None), stage_metrics.num_classes)
     details = stage_metrics.details(names)
     stage_metrics.reset_details()
-    if trainer.is_global_zero:
+    if trainer.is_global_zero and module.loggers:
         import matplotlib.pyplot as plt
 
         figure = confusion_figure(details["confusion_matrix"], names)
