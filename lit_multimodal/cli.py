@@ -340,10 +340,10 @@ def _run_function_command(args: list[str]) -> None:
     if args and args[0] in FIT_CONFIG_COMMANDS:
         # jsonargparse keeps --config for its own config files; these commands take a fit config as --config.
         args = [args[0], *(re.sub(r"^--config(?==|$)", "--fit_config", arg) for arg in args[1:])]
-    # Errors come back as exceptions (main prints one paragraph); no silent prefix matching of options.
     command = commands.get(args[0]) if args else None
     if callable(command):
         args = checkpoint_option_alias(args, inspect.signature(command).parameters)
+    # Errors come back as exceptions (main prints one paragraph); no silent prefix matching of options.
     try:
         summary = auto_cli(
             commands,
@@ -387,7 +387,9 @@ def main(argv: list[str] | None = None) -> None:
 
     Bad input that the framework detects (a missing data file, a checkpoint that does not fit) ends with a
     one-line ``error:`` message and exit status 1; set ``LIT_MM_DEBUG=1`` for the traceback. Config errors
-    are jsonargparse's own messages (exit status 2).
+    are one line too (file, key, nearest valid key; see :mod:`lit_multimodal.config_errors`), exit status 2.
+    Known harmless library warnings are filtered and torch's thread count is set first
+    (:mod:`lit_multimodal.runtime`).
     """
     args = sys.argv[1:] if argv is None else argv
     if wants_overview(args):
@@ -403,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     except ArgumentError as err:
         if os.environ.get("LIT_MM_DEBUG"):
             raise
-        message = explain(str(err.message if hasattr(err, "message") else err), args, getattr(err, "valid_keys", ()))
+        message = explain(err.message, args, getattr(err, "valid_keys", ()))
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
     except Exception as err:
