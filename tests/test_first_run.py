@@ -219,6 +219,10 @@ def test_test_results_have_per_class_macro_and_confusion(csv_run):
     assert metrics["test/macro_acc"] == pytest.approx(sum(per_class) / 3)
     assert metrics["test/top1"] == pytest.approx(sum(row[i] for i, row in enumerate(counts)) / 12)
     assert (csv_run / details["confusion_png"]).is_file()
+    logged = [
+        row for row in csv.DictReader((csv_run / "metrics.csv").read_text().splitlines()) if row["test/per_class/001"]
+    ]
+    assert float(logged[-1]["test/per_class/002"]) == pytest.approx(per_class[1])
 
 
 def test_fit_prints_epoch_lines_and_a_percent_summary(csv_run):

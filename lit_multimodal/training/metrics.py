@@ -181,7 +181,8 @@ def report_test_details(module: Any, stage_metrics: StageMetrics, run_dir: str |
 
     Called on every rank (the computation synchronises across processes). When the run logs (it has a
     logger, as every ``lit-mm`` run unless ``trainer.logger`` is false), rank zero writes
-    ``<run dir>/test_confusion.png`` and adds the figure to loggers that take figures (TensorBoard); a bare
+    ``<run dir>/test_confusion.png``, adds the figure to loggers that take figures (TensorBoard) and logs
+    ``test/per_class/<label>`` accuracies to every logger; a bare
     ``Trainer(logger=False)`` leaves no file behind in the working directory.
     """
     trainer = module.trainer
@@ -199,4 +200,7 @@ def report_test_details(module: Any, stage_metrics: StageMetrics, run_dir: str |
             details["confusion_png"] = path.name
         log_figure(module.loggers, "test/confusion_matrix", figure, module.global_step)
         plt.close(figure)
+        per_class = {f"test/per_class/{k}": v for k, v in details["per_class_accuracy"].items() if v is not None}
+        for logger in module.loggers:
+            logger.log_metrics(per_class, step=module.global_step)
     return details
