@@ -31,7 +31,7 @@ import lit_multimodal.vision  # noqa: F401 - registers the LightningModules for 
 from lit_multimodal.config_errors import explain
 from lit_multimodal.data.base import DataError
 from lit_multimodal.entry import overview_parser, wants_overview
-from lit_multimodal.help_format import PlainHelpFormatter
+from lit_multimodal.help_format import PlainHelpFormatter, plain_lightning_parser_class
 from lit_multimodal.multimodal.imagebind.checkpoint import ImageBindCheckpointError
 from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
 from lit_multimodal.multimodal.pandagpt.conversation import ConversationError
@@ -52,6 +52,7 @@ from lit_multimodal.vision.checkpoints import CheckpointError
 from lit_multimodal.vision.precision import auto_precision
 
 DEFAULT_RUN_DIR = "runs/default"
+PLAIN_PARSER = plain_lightning_parser_class()
 EPILOG = (
     "Example: lit-mm fit --config configs/quickstart/vpt_deep.yaml. "
     "Other commands: lit-mm prepare fgvc --help (split files from an original FGVC archive), "
@@ -89,14 +90,13 @@ class LitMMCLI(LightningCLI):
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("save_config_callback", RunDirConfigCallback)
+        kwargs.setdefault("parser_class", PLAIN_PARSER)  # help without reST markup, prog lit-mm
         parser_kwargs = kwargs.setdefault("parser_kwargs", {})
         parser_kwargs.setdefault("epilog", EPILOG)
-        parser_kwargs.setdefault("prog", "lit-mm")
         # Errors come back as exceptions (main prints one paragraph); no silent prefix matching of options.
         for scope in (parser_kwargs, *(parser_kwargs.setdefault(sub, {}) for sub in LIGHTNING_COMMANDS)):
             scope.setdefault("exit_on_error", False)
             scope.setdefault("allow_abbrev", False)
-            scope.setdefault("formatter_class", PlainHelpFormatter)
         self.clock = WallClock()
         super().__init__(*args, **kwargs)
 

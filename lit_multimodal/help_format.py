@@ -33,3 +33,20 @@ class PlainHelpFormatter(DefaultHelpFormatter):
 
     def _expand_help(self, action) -> str:
         return plain_text(super()._expand_help(action))
+
+
+def plain_lightning_parser_class() -> type:
+    """LightningCLI's parser class with :class:`PlainHelpFormatter` and ``prog`` ``lit-mm`` as defaults.
+
+    As a class default (not only a constructor argument) it also reaches the parsers jsonargparse builds
+    on the fly, e.g. for ``--model.help ImageClassifier``.
+    """
+    from lightning.pytorch.cli import LightningArgumentParser
+
+    class PlainLightningArgumentParser(LightningArgumentParser):
+        def __init__(self, *args, **kwargs) -> None:
+            kwargs.setdefault("formatter_class", PlainHelpFormatter)
+            kwargs.setdefault("prog", "lit-mm")
+            super().__init__(*args, **kwargs)
+
+    return PlainLightningArgumentParser

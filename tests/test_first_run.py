@@ -171,6 +171,9 @@ def test_command_help_has_no_rest_markup(capsys):
     assert code == 0
     assert "``" not in out and ":class:" not in out and "manifest.jsonl" in out
     assert out.startswith("usage: lit-mm")
+    code, out = _error(["fit", "--model.help", "ImageClassifier"], capsys)
+    assert code == 0 and "num_prompts" in out
+    assert "``" not in out and ":class:" not in out and ":mod:" not in out
 
 
 def test_quickstart_digits_does_not_create_a_mistyped_root(tmp_path):
