@@ -1,6 +1,6 @@
 """``python -m lit_multimodal`` is ``lit-mm`` (DDP re-launches ranks through this module)."""
 
-from lit_multimodal.cli import main
+from lit_multimodal.entry import main
 
 if __name__ == "__main__":
     main()

@@ -9,15 +9,17 @@ functions whose signatures and docstrings jsonargparse turns into the command li
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import re
 import sys
 import traceback
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import auto_cli
+from jsonargparse import Namespace, auto_cli
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -25,10 +27,15 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 import lit_multimodal.data  # noqa: F401 - registers the DataModules for class_path lookup
 import lit_multimodal.vision  # noqa: F401 - registers the LightningModules for class_path lookup
+from lit_multimodal.config_errors import explain
 from lit_multimodal.data.base import DataError
+from lit_multimodal.entry import overview_parser, wants_overview
+from lit_multimodal.help_format import PlainHelpFormatter, plain_lightning_parser_class
 from lit_multimodal.multimodal.imagebind.checkpoint import ImageBindCheckpointError
 from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
 from lit_multimodal.multimodal.pandagpt.conversation import ConversationError
+from lit_multimodal.predictions import add_prediction_arguments, run_predict
+from lit_multimodal.runtime import configure_threads, filter_known_warnings
 from lit_multimodal.sweeps.plan import SweepError
 from lit_multimodal.training.checkpointing import (
     CheckpointFileError,
@@ -36,6 +43,8 @@ from lit_multimodal.training.checkpointing import (
     load_resume_checkpoint,
     resolve_ckpt_path,
 )
+from lit_multimodal.training.loggers import RunDirConfigCallback, place_loggers_in_run_dir, with_logger_save_dir
+from lit_multimodal.training.metrics import EpochLines, summary_line
 from lit_multimodal.training.results import (
     RESULT_FILE,
     WallClock,
@@ -43,11 +52,13 @@ from lit_multimodal.training.results import (
     package_versions,
     write_json_atomic,
 )
+from lit_multimodal.training.summary import quiet_model_summary
 from lit_multimodal.training.tensorboard import RunTensorBoardLogger
 from lit_multimodal.vision.checkpoints import CheckpointError
 from lit_multimodal.vision.precision import auto_precision
 
 DEFAULT_RUN_DIR = "runs/default"
+PLAIN_PARSER = plain_lightning_parser_class()
 EPILOG = (
     "Example: lit-mm fit --config configs/quickstart/vpt_deep.yaml. "
     "Other commands: lit-mm prepare fgvc --help (split files from an original FGVC archive), "
@@ -85,8 +96,14 @@ class LitMMCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("save_config_callback", RunDirConfigCallback)
+        kwargs.setdefault("parser_class", PLAIN_PARSER)  # help without reST markup, prog lit-mm
         parser_kwargs = kwargs.setdefault("parser_kwargs", {})
         parser_kwargs.setdefault("epilog", EPILOG)
+        # Errors come back as exceptions (main prints one paragraph); no silent prefix matching of options.
+        for scope in (parser_kwargs, *(parser_kwargs.setdefault(sub, {}) for sub in LIGHTNING_COMMANDS)):
+            scope.setdefault("exit_on_error", False)
+            scope.setdefault("allow_abbrev", False)
         self.clock = WallClock()
         super().__init__(*args, **kwargs)
 
@@ -148,6 +165,29 @@ class LitMMCLI(LightningCLI):
         if "ckpt_path" in kwargs and getattr(self, "resolved_ckpt_path", None) != kwargs["ckpt_path"]:
             kwargs["ckpt_path"] = self.resolved_ckpt_path
         return kwargs
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":
+            add_prediction_arguments(parser)
+        return parser
+
+    def predict(self, model: LightningModule, datamodule: Any = None, ckpt_path: str | None = None, **_: Any) -> None:
+        """Writes ``predictions.csv``/``.jsonl`` for the test split or ``--files`` (see lit_multimodal.predictions)."""
+        config = self.config.get("predict", self.config)
+        run_predict(
+            self.trainer, model, datamodule, ckpt_path, config.get("files"), config.get("top_k"), config.get("output")
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parses as Lightning does; ``--trainer.logger CSVLogger`` alone writes into the run directory."""
+        if isinstance(args, (dict, Namespace)):
+            return super().parse_arguments(parser, args)
+        args = with_logger_save_dir(sys.argv[1:] if args is None else list(args))
+        try:
+            self.config = parser.parse_args(args)
+        except ArgumentError as err:
+            err.valid_keys = _parser_keys(parser, args)  # for main's "did you mean"
+            raise
 
     def before_instantiate_classes(self) -> None:
         """Fills ``model.num_classes`` from the data and sets the default run directory."""
@@ -169,6 +209,10 @@ class LitMMCLI(LightningCLI):
                 )
         if config.trainer.get("default_root_dir") is None:
             config.trainer.default_root_dir = DEFAULT_RUN_DIR
+        # Whatever the logger, checkpoints and logger files live in the run directory.
+        place_loggers_in_run_dir(config.trainer.get("logger"), config.trainer.default_root_dir)
+        if config.get("checkpoint") is not None and config.checkpoint.get("dirpath") is None:
+            config.checkpoint.dirpath = str(Path(config.trainer.default_root_dir) / "checkpoints")
         # trainer.precision left empty: bf16-mixed where the hardware runs bf16 natively, else 32-true.
         self.precision_auto = config.trainer.get("precision") is None
         if self.precision_auto:
@@ -183,7 +227,12 @@ class LitMMCLI(LightningCLI):
             trainer_config["logger"] = RunTensorBoardLogger(
                 save_dir=trainer_config["default_root_dir"], name="", version="", default_hp_metric=False
             )
-        return super().instantiate_trainer(**kwargs)
+        # One plain line per epoch when stdout is not a terminal (sweep logs); a no-op in a terminal.
+        callbacks = trainer_config.get("callbacks") or []
+        trainer_config["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), EpochLines()]
+        trainer = super().instantiate_trainer(**kwargs)
+        quiet_model_summary(trainer)  # no FLOPs column of zeros
+        return trainer
 
     # -- fit: test the final weights, then write result.json --------------------------------------
     def _run_subcommand(self, subcommand: str) -> None:
@@ -215,7 +264,11 @@ class LitMMCLI(LightningCLI):
         if not metrics:
             self._write_result("failed", error="fit ended without any metric (nothing trained, validated or tested)")
             return
-        self._write_result("success", metrics=metrics)
+        details = getattr(self.model, "test_details", None)
+        self._write_result("success", metrics=metrics, **({"test_details": details} if details else {}))
+        counts = getattr(self.model, "param_counts", None)
+        if self.trainer.is_global_zero:  # the last line of a run, on stdout: where sweep logs and users look
+            print(summary_line(metrics, counts.tuned_percent if counts is not None else None), flush=True)
 
     def after_validate(self) -> None:
         """Writes ``validate_result.json`` (metrics and the checkpoint evaluated) into the run directory."""
@@ -234,6 +287,8 @@ class LitMMCLI(LightningCLI):
             "metrics": {k: float(v) for k, v in self.trainer.callback_metrics.items()},
             "wall_time_s": self.clock.seconds(),
         }
+        if subcommand == "test" and getattr(self.model, "test_details", None):
+            payload["test_details"] = self.model.test_details
         path = Path(self.trainer.default_root_dir) / f"{subcommand}_result.json"
         write_json_atomic(path, payload)
         rank_zero_info(f"wrote {path}")
@@ -273,6 +328,15 @@ class LitMMCLI(LightningCLI):
             payload["hparams"] = model.curated_hparams()
         write_json_atomic(run_dir / RESULT_FILE, payload)
         rank_zero_info(f"wrote {run_dir / RESULT_FILE} ({status})")
+
+
+def _parser_keys(parser: Any, args: list[str]) -> list[str]:
+    """The option keys of the subcommand named in ``args`` (or of ``parser`` itself)."""
+    action = getattr(parser, "_subcommands_action", None)
+    sub = next((arg for arg in args if not arg.startswith("-")), None)
+    if action is not None and sub in action._name_parser_map:
+        parser = action._name_parser_map[sub]
+    return [a.dest for a in parser._actions if a.dest not in ("help", "config", "print_config")]
 
 
 def _as_plain(value: Any) -> Any:
@@ -339,6 +403,7 @@ def _message(err: BaseException) -> str:
     return text
 
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 FUNCTION_COMMANDS = ("prepare", "sweep", "report", "embed", "zeroshot", "export", "chat", "demo", "serve")
 FIT_CONFIG_COMMANDS = ("export", "chat", "demo", "serve")
 
@@ -368,9 +433,46 @@ def _run_function_command(args: list[str]) -> None:
     if args and args[0] in FIT_CONFIG_COMMANDS:
         # jsonargparse keeps --config for its own config files; these commands take a fit config as --config.
         args = [args[0], *(re.sub(r"^--config(?==|$)", "--fit_config", arg) for arg in args[1:])]
-    summary = auto_cli(commands, args=args, as_positional=False)
+    command = commands.get(args[0]) if args else None
+    if callable(command):
+        args = checkpoint_option_alias(args, inspect.signature(command).parameters)
+    # Errors come back as exceptions (main prints one paragraph); no silent prefix matching of options.
+    try:
+        summary = auto_cli(
+            commands,
+            args=args,
+            as_positional=False,
+            exit_on_error=False,
+            allow_abbrev=False,
+            formatter_class=PlainHelpFormatter,
+            prog="lit-mm",
+        )
+    except ArgumentError as err:
+        command = commands.get(args[0]) if args else None
+        if isinstance(command, dict) and len(args) > 1:
+            command = command.get(args[1])
+        if callable(command):  # for main's "did you mean"
+            err.valid_keys = [name for name in inspect.signature(command).parameters if name != "self"]
+        raise
     if summary is not None:
         print(json.dumps(summary, indent=2, default=str))
+
+
+def checkpoint_option_alias(args: list[str], parameters: Any) -> list[str]:
+    """``--ckpt_path`` (Lightning's name, used by fit/validate/test/predict) for every command taking a checkpoint.
+
+    A command whose parameter is ``ckpt_path`` still accepts the former ``--ckpt`` with a deprecation
+    message; one whose parameter is still ``ckpt`` accepts ``--ckpt_path`` as well.
+    """
+    if "ckpt_path" in parameters:
+        old, new = "--ckpt", "--ckpt_path"
+        if any(re.match(r"^--ckpt(=|$)", arg) for arg in args):
+            print("warning: --ckpt is deprecated; use --ckpt_path", file=sys.stderr)
+    elif "ckpt" in parameters:
+        old, new = "--ckpt_path", "--ckpt"
+    else:
+        return args
+    return [re.sub(rf"^{old}(?==|$)", new, arg) for arg in args]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -378,14 +480,27 @@ def main(argv: list[str] | None = None) -> None:
 
     Bad input that the framework detects (a missing data file, a checkpoint that does not fit) ends with a
     one-line ``error:`` message and exit status 1; set ``LIT_MM_DEBUG=1`` for the traceback. Config errors
-    are jsonargparse's own messages (exit status 2).
+    are one line too (file, key, nearest valid key; see :mod:`lit_multimodal.config_errors`), exit status 2.
+    Known harmless library warnings are filtered and torch's thread count is set first
+    (:mod:`lit_multimodal.runtime`).
     """
     args = sys.argv[1:] if argv is None else argv
+    if wants_overview(args):
+        overview_parser().print_help()
+        raise SystemExit(0 if args else 2)
+    filter_known_warnings()
+    configure_threads()
     try:
         if args and args[0] in FUNCTION_COMMANDS:
             _run_function_command(args)
         else:
             LitMMCLI(args=argv)
+    except ArgumentError as err:
+        if os.environ.get("LIT_MM_DEBUG"):
+            raise
+        message = explain(err.message, args, getattr(err, "valid_keys", ()))
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
     except Exception as err:
         cause = _user_error(err)
         if cause is None or os.environ.get("LIT_MM_DEBUG"):

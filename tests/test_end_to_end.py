@@ -47,6 +47,7 @@ def test_fit_then_test_from_checkpoint(tmp_path, tiny_dataset):
 
     events = EventAccumulator(str(run)).Reload()
     assert "val/top1" in events.Tags()["scalars"] and "train/loss_epoch" in events.Tags()["scalars"]
+    assert "test/macro_acc" in events.Tags()["scalars"] and "test/confusion_matrix" in events.Tags()["images"]
     hparams_file = run / "hparams.yaml"
     assert hparams_file.is_file()
     # The HParams tab: one flat summary, declared once, with accuracy as metrics.

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lit_multimodal.data.base import DataError
 from lit_multimodal.data.json_split import JsonSplitDataModule
 from lit_multimodal.paths import cache_dir
 
@@ -81,7 +82,8 @@ class QuickstartDigits(JsonSplitDataModule):
     """Digits 5–9 as a 5-class transfer task, built on first use (≈900 images; 60/20/20 split).
 
     Args:
-        root: where the images and split files are written (default: the framework cache).
+        root: where the images and split files are written (default: the framework cache). A folder given
+            here must exist (an empty one is filled); a mistyped path is an error, not a new folder.
         num_classes: must be 5.
         batch_size: per-device batch size.
         num_workers: loader workers (0 is fastest for these tiny images).
@@ -100,6 +102,7 @@ class QuickstartDigits(JsonSplitDataModule):
     ) -> None:
         kwargs.setdefault("train_transform", "resize")
         kwargs.setdefault("eval_transform", "resize")
+        self.root_given = root is not None
         super().__init__(
             root=root or str(cache_dir() / "quickstart" / "digits5-9"),
             num_classes=num_classes,
@@ -116,5 +119,10 @@ class QuickstartDigits(JsonSplitDataModule):
         return "digits5-9"
 
     def prepare_data(self) -> None:
-        """Writes the dataset if it is not there yet."""
+        """Writes the dataset if it is not there yet (into the cache, or into an existing ``root``)."""
+        if self.root_given and not self.root.is_dir():
+            raise DataError(
+                f"data.root {self.root} does not exist; create the folder to write the digits there, "
+                "or leave data.root empty to use the framework cache"
+            )
         write_digits_dataset(self.root)

@@ -10,10 +10,12 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
-from torchmetrics.classification import MulticlassAccuracy
 
+from lit_multimodal.progress import progress
 from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
 from lit_multimodal.training.errors import TrainingDiverged, check_setting
+from lit_multimodal.training.loggers import log_hparams
+from lit_multimodal.training.metrics import StageMetrics, report_test_details
 from lit_multimodal.training.optim import OptimConfig, build_optimizer, build_scheduler, check_optim, scaled_lr
 from lit_multimodal.vision.backbones import BackboneConfig, build_vit
 from lit_multimodal.vision.checkpoint_identity import image_classifier_identity
@@ -107,14 +109,11 @@ class ImageClassifier(TrainableOnlyCheckpoints):
         self.feature_cache = FeatureCache(feature_cache_dir) if feature_cache and tuning == "linear" else None
         # Checkpoints hold only trainable tensors; the frozen rest comes from backbone.checkpoint.
         self.strict_loading = False
-        top5 = min(5, num_classes)
+        # top-1, macro and (with more than 5 classes) top-5; the test stage adds per-class and confusion.
         self.metrics = torch.nn.ModuleDict(
-            {
-                f"{stage}_{name}": MulticlassAccuracy(num_classes=num_classes, top_k=k, average="micro")
-                for stage in ("val", "test")
-                for name, k in (("top1", 1), (f"top{top5}", top5))
-            }
+            {"val": StageMetrics(num_classes), "test": StageMetrics(num_classes, detailed=True)}
         )
+        self.test_details: dict[str, Any] | None = None
         self.param_counts: ParamCounts = count_parameters(self.net)
         self.lr: float | None = None
 
@@ -186,14 +185,16 @@ class ImageClassifier(TrainableOnlyCheckpoints):
         )
         features, labels = [], []
         try:
-            for batch in loader:
-                if batch is None:
-                    continue
-                images, targets = batch
-                with self.trainer.precision_plugin.forward_context():
-                    out = self.net.forward_features(images.to(device))
-                features.append(out.float().cpu())
-                labels.append(targets)
+            with progress(f"feature cache: backbone features of {len(dataset)} images", len(loader)) as bar:
+                for batch in loader:
+                    bar.advance()
+                    if batch is None:
+                        continue
+                    images, targets = batch
+                    with self.trainer.precision_plugin.forward_context():
+                        out = self.net.forward_features(images.to(device))
+                    features.append(out.float().cpu())
+                    labels.append(targets)
         finally:
             self.net.to(home).train(was_training)
         return torch.cat(features), torch.cat(labels).long()
@@ -226,18 +227,22 @@ class ImageClassifier(TrainableOnlyCheckpoints):
         self.log(
             f"{stage}/loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True, batch_size=len(labels)
         )
-        for name, metric in self.metrics.items():
-            if name.startswith(stage):
-                metric.update(logits, labels)
-                self.log(f"{stage}/{name.split('_', 1)[1]}", metric, on_epoch=True, prog_bar=name.endswith("top1"))
+        stage_metrics = self.metrics[stage]
+        stage_metrics.update(logits, labels)
+        for name, metric in stage_metrics.scalars.items():
+            self.log(f"{stage}/{name}", metric, on_epoch=True, prog_bar=name == "top1")
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """Top-1/top-5 accuracy and loss on the validation split."""
+        """Top-1, macro (and with more than 5 classes top-5) accuracy and loss on the validation split."""
         self._eval_step("val", batch)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        """Top-1/top-5 accuracy and loss on the test split."""
+        """Top-1, macro (and with more than 5 classes top-5) accuracy and loss on the test split."""
         self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        """Per-class accuracy and the confusion matrix (``test_details``, PNG and TensorBoard figure)."""
+        self.test_details = report_test_details(self, self.metrics["test"], self.trainer.default_root_dir)
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Class probabilities."""
@@ -292,7 +297,7 @@ class ImageClassifier(TrainableOnlyCheckpoints):
             # so only the splits this run has are declared (a search run has no test split).
             has_split = getattr(getattr(self.trainer, "datamodule", None), "has_split", lambda role: True)
             declared = {name: 0.0 for name in HPARAM_METRICS if has_split(name.split("/")[0])}
-            self.logger.log_hyperparams(self.curated_hparams(), declared)
+            log_hparams(self.loggers, self.curated_hparams(), declared)
 
     def curated_hparams(self) -> dict[str, Any]:
         """The flat hparams shown in TensorBoard's HParams tab."""

@@ -16,12 +16,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-from rich.progress import Progress
 from safetensors.torch import save_file
 
 from lit_multimodal.data.digits import SOURCE_DIGITS, digit_image, load_digits_arrays
 from lit_multimodal.data.transforms import build_transform
 from lit_multimodal.paths import cache_dir
+from lit_multimodal.progress import progress
 from lit_multimodal.vision.backbones import BackboneConfig, build_vit
 from lit_multimodal.vision.classifier import make_head
 
@@ -63,8 +63,7 @@ def pretrain_on_source_digits(config: BackboneConfig) -> dict[str, torch.Tensor]
         optimizer, max_lr=PRETRAIN_LR, total_steps=PRETRAIN_EPOCHS * steps_per_epoch
     )
     vit.train()
-    with Progress() as progress:
-        task = progress.add_task("pre-training the quickstart backbone on digits 0-4", total=PRETRAIN_EPOCHS)
+    with progress("pre-training the quickstart backbone on digits 0-4 (once)", PRETRAIN_EPOCHS) as bar:
         for _ in range(PRETRAIN_EPOCHS):
             correct = 0
             for idx in torch.randperm(len(x), generator=generator).split(64):
@@ -75,9 +74,7 @@ def pretrain_on_source_digits(config: BackboneConfig) -> dict[str, torch.Tensor]
                 optimizer.step()
                 scheduler.step()
                 correct += int((logits.argmax(-1) == y[idx]).sum())
-            progress.update(
-                task, advance=1, description=f"pre-training on digits 0-4 (train acc {correct / len(x):.1%})"
-            )
+            bar.advance(description=f"pre-training on digits 0-4 (train acc {correct / len(x):.1%})")
     return {k: v.detach().contiguous() for k, v in vit.state_dict().items()}
 
 

@@ -207,7 +207,7 @@ def _save_projection(model: torch.nn.Module, path: Path) -> None:
 
 
 def export(
-    ckpt: str,
+    ckpt_path: str,
     out: str,
     fit_config: str | None = None,
     llm_path: str | None = None,
@@ -222,7 +222,8 @@ def export(
     ``merged/`` (a transformers model folder with the LoRA folded into the base weights, and the tokenizer).
 
     Args:
-        ckpt: Lightning ``last.ckpt`` (trainable tensors only), a DeepSpeed checkpoint folder, or a delta.
+        ckpt_path: Lightning ``last.ckpt`` (trainable tensors only), a DeepSpeed checkpoint folder, or a delta
+            (``--ckpt``, the former name, still works).
         out: output folder (created).
         fit_config: the ``lit-mm fit`` YAML used for training (base LLM and LoRA settings; ``--config`` on the
             command line); default: the hyper-parameters stored in the checkpoint.
@@ -235,9 +236,9 @@ def export(
     """
     from transformers import AutoTokenizer
 
-    state, hparams = read_checkpoint(ckpt)
+    state, hparams = read_checkpoint(ckpt_path)
     model = build_pandagpt(fit_config, hparams, llm_path, dtype)
-    load_delta(model, ckpt)
+    load_delta(model, ckpt_path)
     folder = Path(out).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     delta = delta_state_dict(model)
@@ -258,5 +259,5 @@ def export(
         AutoTokenizer.from_pretrained(model.llm_path, local_files_only=True).save_pretrained(str(merged_dir))
         _save_projection(model, merged_dir / PROJ_FILE)
         summary["merged"] = str(merged_dir)
-    log.info("exported %s to %s", ckpt, folder)
+    log.info("exported %s to %s", ckpt_path, folder)
     return summary

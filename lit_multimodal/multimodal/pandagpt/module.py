@@ -24,6 +24,7 @@ from lit_multimodal.multimodal.pandagpt.embedder import Embedder, PrecomputedEmb
 from lit_multimodal.multimodal.pandagpt.projector import ProjectorKind, build_projector, project
 from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
 from lit_multimodal.training.errors import TrainingDiverged, check_setting
+from lit_multimodal.training.loggers import log_hparams
 from lit_multimodal.training.warmup_decay import build_warmup_decay_scheduler, pandagpt_warmup_steps
 
 log = logging.getLogger(__name__)
@@ -492,7 +493,7 @@ class PandaGPT(TrainableOnlyCheckpoints):
             f"{counts.tuned_percent_of_backbone:.4f} % of the LLM"
         )
         if self.logger is not None:
-            self.logger.log_hyperparams(self.curated_hparams(), {name: 0.0 for name in HPARAM_METRICS})
+            log_hparams(self.loggers, self.curated_hparams(), {name: 0.0 for name in HPARAM_METRICS})
 
     def curated_hparams(self) -> dict[str, Any]:
         """The flat hparams shown in TensorBoard's HParams tab."""
