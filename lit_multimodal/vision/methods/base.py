@@ -57,6 +57,8 @@ class TuningMethod:
         identity_at_init: the tuned model equals the frozen backbone before the first step.
         shared_across_blocks: the method owns parameters that every block reads (they live outside the
             blocks), so every block must run with autograd and in training mode.
+        legacy_options: classifier options of the pre-plugin interface (``num_prompts``, ``partial_blocks``,
+            ...) and the constructor argument each one sets.
     """
 
     name: ClassVar[str] = ""
@@ -65,6 +67,8 @@ class TuningMethod:
     mergeable: ClassVar[bool] = False
     identity_at_init: ClassVar[bool] = True
     shared_across_blocks: ClassVar[bool] = False
+    # The classifier's pre-plugin options that map onto this method's constructor arguments.
+    legacy_options: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -163,11 +167,8 @@ def build_method(tuning: str | dict[str, Any] | TuningMethod, **legacy: Any) -> 
             raise ValueError(f"tuning.class_path {path!r} is no registered tuning method ({', '.join(_REGISTRY)})")
         return matches[0](**init_args)
     cls = method_class(str(tuning))
-    params = inspect.signature(cls.__init__).parameters
-    renames = {"num_prompts": "num_prompts", "prompt_dropout": "dropout", "prompt_project": "project_dim",
-               "partial_blocks": "blocks"}  # fmt: skip
-    kwargs = {renames[k]: v for k, v in legacy.items() if k in renames and renames[k] in params and v is not None}
-    return cls(**kwargs)
+    renames = cls.legacy_options
+    return cls(**{renames[k]: v for k, v in legacy.items() if k in renames and v is not None})
 
 
 def _load_all() -> None:

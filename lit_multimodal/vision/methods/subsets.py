@@ -41,6 +41,7 @@ class Partial(TuningMethod):
     name = "partial"
     label = "Partial"
     recipe = VPT_SGD
+    legacy_options = {"partial_blocks": "blocks"}
 
     def __init__(self, blocks: int = 1) -> None:
         self.blocks = blocks

@@ -30,6 +30,7 @@ class VPTShallow(TuningMethod):
     recipe = VPT_SGD
     identity_at_init = False
     deep = False
+    legacy_options = {"num_prompts": "num_prompts", "prompt_dropout": "dropout", "prompt_project": "project_dim"}
 
     def __init__(self, num_prompts: int = 50, dropout: float = 0.0, project_dim: int = -1) -> None:
         self.num_prompts = num_prompts
