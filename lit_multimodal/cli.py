@@ -247,7 +247,7 @@ def _user_error(err: BaseException) -> BaseException | None:
     return None
 
 
-FUNCTION_COMMANDS = ("prepare", "sweep", "report", "embed", "zeroshot", "export", "chat", "demo")
+FUNCTION_COMMANDS = ("prepare", "sweep", "report", "embed", "zeroshot", "export", "chat", "demo", "merge")
 FIT_CONFIG_COMMANDS = ("export", "chat", "demo")
 
 
@@ -260,6 +260,7 @@ def _run_function_command(args: list[str]) -> None:
     from lit_multimodal.multimodal.pandagpt.export import export
     from lit_multimodal.sweeps.report import report
     from lit_multimodal.sweeps.runner import sweep
+    from lit_multimodal.vision.methods.merge import merge
 
     commands = {
         "prepare": {"fgvc": prepare_fgvc},
@@ -270,6 +271,7 @@ def _run_function_command(args: list[str]) -> None:
         "export": export,
         "chat": chat,
         "demo": demo,
+        "merge": merge,
     }
     if args and args[0] in FIT_CONFIG_COMMANDS:
         # jsonargparse keeps --config for its own config files; these commands take a fit config as --config.
