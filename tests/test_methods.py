@@ -322,3 +322,58 @@ def test_options_reach_the_method_and_legacy_names_map():
     assert deep.prompts.num_tokens == 3 and deep.prompts.prompt_dropout.p == 0.2
     with pytest.raises(ValueError, match="lora.targets must be among"):
         build_method({"class_path": "lora", "init_args": {"targets": ["attn.q"]}})
+
+
+# -- one Lightning fit + trainable-only checkpoint + test per method ---------------------------------------
+@pytest.fixture(scope="module")
+def tiny_split(tmp_path_factory):
+    from .conftest import write_json_split_dataset
+
+    return write_json_split_dataset(tmp_path_factory.mktemp("methods") / "tiny", per_class=2, size=48)
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_fit_checkpoint_and_test_round_trip(name, tiny_split, tmp_path):
+    from lightning.pytorch import Trainer, seed_everything
+
+    from lit_multimodal.data import JsonSplitDataModule
+    from lit_multimodal.vision.module import ImageClassifier
+
+    def data():
+        return JsonSplitDataModule(
+            root=str(tiny_split), image_root="images", num_classes=3, batch_size=6, num_workers=0,
+            img_size=48, train_transform="resize", eval_transform="resize",
+        )  # fmt: skip
+
+    def module():
+        return ImageClassifier(
+            num_classes=3, backbone=TINY, tuning=name, num_prompts=2, feature_cache=False,
+            optim={"base_lr": 0.5, "warmup_epochs": 0, "scale_lr": False},
+        )  # fmt: skip
+
+    def trainer(**kwargs):
+        return Trainer(
+            accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+            default_root_dir=str(tmp_path), **kwargs,
+        )  # fmt: skip
+
+    seed_everything(0)
+    model = module()
+    initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    fit = trainer(max_epochs=1, limit_val_batches=1)
+    fit.fit(model, datamodule=data())
+    ckpt = tmp_path / "tuned.ckpt"
+    fit.save_checkpoint(ckpt)
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    trained = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    assert set(saved) == set(trained)  # trainable tensors only, for every method
+    method_tensors = [n for n in trained if not n.startswith("net.head.")] or list(trained)
+    assert any(not torch.equal(initial[n], trained[n]) for n in method_tensors)  # the method's tensors trained
+
+    seed_everything(1)  # a fresh model with other random method tensors: the checkpoint must restore them
+    fresh = module()
+    result = trainer().test(fresh, datamodule=data(), ckpt_path=str(ckpt), verbose=False)
+    assert 0.0 <= result[0]["test/top1"] <= 1.0
+    for n, p in fresh.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.detach(), trained[n], rtol=0, atol=0)
