@@ -7,6 +7,7 @@ below, and its configs; see docs/methods.md and docs/architecture.md.
 from lit_multimodal.vision.methods.base import (
     Recipe,
     TuningMethod,
+    build_classifier,
     build_method,
     list_methods,
     method_class,
@@ -45,6 +46,7 @@ __all__ = [
     "VPTDeep",
     "VPTDeepBias",
     "VPTShallow",
+    "build_classifier",
     "build_method",
     "list_methods",
     "method_class",

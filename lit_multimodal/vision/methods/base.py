@@ -174,3 +174,31 @@ def build_method(tuning: str | dict[str, Any] | TuningMethod, **legacy: Any) -> 
 def _load_all() -> None:
     # Importing the package registers every method file.
     import lit_multimodal.vision.methods  # noqa: F401
+
+
+def build_classifier(
+    tuning: str | dict[str, Any] | TuningMethod,
+    num_classes: int = 100,
+    backbone: Any = None,
+    **options: Any,
+) -> nn.Module:
+    """A :class:`~lit_multimodal.vision.classifier.ViTClassifier` for one method, with random backbone weights.
+
+    The entry point for scripts that iterate over :func:`list_methods` (benchmarks)::
+
+        for name in list_methods():
+            net = build_classifier(name, num_classes=100, backbone=BackboneConfig(arch="vit_base_patch16_224"))
+
+    Args:
+        tuning: a method name (its defaults; VPT gets 50 prompts as in configs), a ``{class_path,
+            init_args}`` dict or a method instance.
+        num_classes: head outputs.
+        backbone: a :class:`~lit_multimodal.vision.backbones.BackboneConfig` (default: ViT-B/16 at 224 px).
+        options: the method's constructor arguments, overriding its defaults (with a name only).
+    """
+    from lit_multimodal.vision.backbones import BackboneConfig, build_vit
+    from lit_multimodal.vision.classifier import ViTClassifier
+
+    if isinstance(tuning, str):
+        tuning = method_class(tuning)(**options)
+    return ViTClassifier(build_vit(backbone or BackboneConfig()), num_classes, tuning)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from peft import LoraConfig, inject_adapter_in_model
-from peft.tuners.lora import LoraLayer
+from typing import TYPE_CHECKING
+
 from timm.models.vision_transformer import VisionTransformer
 
 from lit_multimodal.vision.methods.base import PETL_ADAMW, TuningMethod
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 SITES = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
 
@@ -60,6 +63,8 @@ class LoRA(TuningMethod):
 
     def config(self) -> LoraConfig:
         """The peft configuration of this method."""
+        from peft import LoraConfig  # imported here: the registry stays cheap to import (reports, plots)
+
         return LoraConfig(
             r=self.r,
             lora_alpha=self.r if self.alpha is None else self.alpha,
@@ -73,10 +78,14 @@ class LoRA(TuningMethod):
 
     def attach(self, vit: VisionTransformer) -> None:
         """Replaces the targeted linears by peft LoRA layers (peft freezes the rest; the classifier re-decides)."""
+        from peft import inject_adapter_in_model
+
         inject_adapter_in_model(self.config(), vit)
 
     def merge(self, vit: VisionTransformer) -> None:
         """``W += (alpha/r) B A`` (DoRA: ``W' = m / ||W + s B A||_row * (W + s B A)``), then plain ``nn.Linear``."""
+        from peft.tuners.lora import LoraLayer
+
         for name, module in list(vit.named_modules()):
             if isinstance(module, LoraLayer):
                 module.merge()
