@@ -377,3 +377,23 @@ def test_fit_checkpoint_and_test_round_trip(name, tiny_split, tmp_path):
     for n, p in fresh.named_parameters():
         if p.requires_grad:
             torch.testing.assert_close(p.detach(), trained[n], rtol=0, atol=0)
+
+
+def test_method_configs_layer_over_task_configs():
+    from lit_multimodal.sweeps.runner import ConfigRenderer, _method_name
+
+    from .conftest import REPO
+
+    renderer = ConfigRenderer()
+    files = sorted((REPO / "configs" / "methods").glob("*.yaml"))
+    assert {f.stem for f in files} >= set(NEW_METHODS)
+    for path in files:
+        config = renderer.parse(["--config", str(REPO / "configs/vtab/vpt_deep.yaml"), "--config", str(path),
+                                 "--data.init_args.task=dtd"])  # fmt: skip
+        tuning = config.model.init_args.tuning
+        assert (tuning if isinstance(tuning, str) else _method_name(tuning)) == path.stem
+        sweep = REPO / "experiments" / f"vtab_{path.stem}.yaml"
+        assert sweep.is_file(), f"no sweep file for {path.stem}"
+    lora = renderer.parse(["--config", str(REPO / "configs/vpt_deep_cub.yaml"), "--config",
+                           str(REPO / "configs/methods/lora.yaml"), "--model.init_args.tuning.init_args.r=16"])  # fmt: skip
+    assert lora.model.init_args.tuning.init_args.r == 16 and lora.model.init_args.optim.name == "adamw"
