@@ -397,3 +397,40 @@ def test_method_configs_layer_over_task_configs():
     lora = renderer.parse(["--config", str(REPO / "configs/vpt_deep_cub.yaml"), "--config",
                            str(REPO / "configs/methods/lora.yaml"), "--model.init_args.tuning.init_args.r=16"])  # fmt: skip
     assert lora.model.init_args.tuning.init_args.r == 16 and lora.model.init_args.optim.name == "adamw"
+
+
+def test_merge_command_writes_a_timm_state_dict_with_the_checkpoint_logits(tiny_split, tmp_path):
+    from lightning.pytorch import Trainer
+    from safetensors.torch import load_file, save_file
+
+    from lit_multimodal.data import JsonSplitDataModule
+    from lit_multimodal.vision.methods.merge import merge
+    from lit_multimodal.vision.module import ImageClassifier
+
+    torch.manual_seed(0)
+    weights = tmp_path / "backbone.safetensors"
+    save_file(build_vit(TINY).state_dict(), str(weights))
+    backbone = BackboneConfig(arch="test_vit", img_size=48, checkpoint=str(weights))
+    model = ImageClassifier(
+        num_classes=3, backbone=backbone, tuning={"class_path": "FacTTK", "init_args": {"rank": 4, "scale": 1.0}},
+        optim={"name": "adamw", "base_lr": 0.05, "warmup_epochs": 0, "scale_lr": False},
+    )  # fmt: skip
+    data = JsonSplitDataModule(
+        root=str(tiny_split), image_root="images", num_classes=3, batch_size=6, num_workers=0,
+        img_size=48, train_transform="resize", eval_transform="resize",
+    )  # fmt: skip
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      max_epochs=1, limit_val_batches=0, default_root_dir=str(tmp_path))  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    summary = merge(str(tmp_path / "last.ckpt"), str(tmp_path / "merged.safetensors"))
+    assert summary["tuning"] == "fact_tk"
+    plain = build_vit(TINY)
+    plain.reset_classifier(3)
+    plain.load_state_dict(load_file(str(tmp_path / "merged.safetensors")))
+    images = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        tuned = model.net.eval()(images)
+        torch.testing.assert_close(plain.eval()(images), tuned, rtol=0, atol=1e-5)
+        plain.load_state_dict(load_file(str(weights)), strict=False)  # the backbone without the trained FacT
+        assert not torch.allclose(plain(images), tuned, atol=1e-4)
