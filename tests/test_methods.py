@@ -394,8 +394,8 @@ def test_method_configs_layer_over_task_configs():
         assert (tuning if isinstance(tuning, str) else _method_name(tuning)) == path.stem
         sweep = REPO / "experiments" / f"vtab_{path.stem}.yaml"
         assert sweep.is_file(), f"no sweep file for {path.stem}"
-    lora = renderer.parse(["--config", str(REPO / "configs/vpt_deep_cub.yaml"), "--config",
-                           str(REPO / "configs/methods/lora.yaml"), "--model.init_args.tuning.init_args.r=16"])  # fmt: skip
+    cub, lora_yaml = str(REPO / "configs/vpt_deep_cub.yaml"), str(REPO / "configs/methods/lora.yaml")
+    lora = renderer.parse(["--config", cub, "--config", lora_yaml, "--model.init_args.tuning.init_args.r=16"])
     assert lora.model.init_args.tuning.init_args.r == 16 and lora.model.init_args.optim.name == "adamw"
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
-from lit_multimodal.vision.backbones import embed_tokens, patch_area, pooled_features
+from lit_multimodal.vision.backbones import embed_tokens, pooled_features
 from lit_multimodal.vision.methods.base import TuningMethod, build_method
 from lit_multimodal.vision.prompts import VisualPrompts
 from lit_multimodal.vision.tuning import freeze_all_but

@@ -4,6 +4,8 @@ Adding a method is one new file here (a :class:`TuningMethod` subclass with a ``
 below, and its configs; see docs/methods.md and docs/architecture.md.
 """
 
+from lit_multimodal.vision.methods.adapter_plus import AdapterPlus
+from lit_multimodal.vision.methods.adaptformer import AdaptFormer
 from lit_multimodal.vision.methods.base import (
     Recipe,
     TuningMethod,
@@ -12,17 +14,15 @@ from lit_multimodal.vision.methods.base import (
     list_methods,
     method_class,
 )
+from lit_multimodal.vision.methods.convpass import Convpass
+from lit_multimodal.vision.methods.fact import FacTTK, FacTTT
+from lit_multimodal.vision.methods.houlsby import Houlsby
+from lit_multimodal.vision.methods.lora import DoRA, LoRA
+from lit_multimodal.vision.methods.pfeiffer import Pfeiffer
+from lit_multimodal.vision.methods.repadapter import RepAdapter
+from lit_multimodal.vision.methods.ssf import SSF
 from lit_multimodal.vision.methods.subsets import Bias, Full, LayerNormTuning, Linear, Partial
 from lit_multimodal.vision.methods.vpt import VPTDeep, VPTDeepBias, VPTShallow
-from lit_multimodal.vision.methods.lora import DoRA, LoRA
-from lit_multimodal.vision.methods.houlsby import Houlsby
-from lit_multimodal.vision.methods.pfeiffer import Pfeiffer
-from lit_multimodal.vision.methods.adapter_plus import AdapterPlus
-from lit_multimodal.vision.methods.adaptformer import AdaptFormer
-from lit_multimodal.vision.methods.convpass import Convpass
-from lit_multimodal.vision.methods.ssf import SSF
-from lit_multimodal.vision.methods.fact import FacTTK, FacTTT
-from lit_multimodal.vision.methods.repadapter import RepAdapter
 
 __all__ = [
     "SSF",

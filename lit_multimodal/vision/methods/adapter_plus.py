@@ -29,6 +29,7 @@ class AdapterPlusModule(nn.Module):
         self.scaling = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The scaled adapter branch (without the residual)."""
         return self.scaling * self.drop_path(self.bottleneck(x))
 
 
@@ -36,6 +37,7 @@ class AdapterPlusBlock(Block):
     """A timm Block followed by the Adapter+ branch on its output."""
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        """The block, then ``x + adapter(x)``."""
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal)))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x + self.adapter(x)

@@ -17,6 +17,7 @@ class AdaptFormerBlock(Block):
     """A timm Block whose MLP has a parallel adapter reading the MLP branch's input (before ``norm2``)."""
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        """Attention, then ``x + DP(MLP(N2)) + s ad(x)`` with ``x`` the MLP branch's input."""
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal)))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x)))) + self.adapter_mlp(x)
 

@@ -128,7 +128,9 @@ def plain_blocks(vit: VisionTransformer) -> list[Block]:
     blocks = list(vit.blocks)
     for block in blocks:
         if type(block) is not Block:
-            raise ValueError(f"this tuning method needs timm's plain ViT Block; the backbone has {type(block).__name__}")
+            raise ValueError(
+                f"this tuning method needs timm's plain ViT Block; the backbone has {type(block).__name__}"
+            )
     return blocks
 
 

@@ -50,6 +50,7 @@ class ConvBypass(nn.Module):
             nn.init.zeros_(self.up.bias)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """``cp(t)`` for tokens ``(B, 1 + H W, D)``."""
         batch, tokens, _ = t.shape
         height, width = self.grid
         if tokens != 1 + height * width:
@@ -69,6 +70,7 @@ class ConvpassBlock(Block):
     """A timm Block with a conv bypass parallel to attention and one parallel to the MLP."""
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        """Both branches with their scaled conv bypasses."""
         s = self.convpass_scale
         n1 = self.norm1(x)
         attn = self.ls1(self.attn(n1, attn_mask=attn_mask, is_causal=is_causal))

@@ -56,7 +56,9 @@ class FacTFactors(nn.Module):
                 nn.ModuleDict(
                     {
                         "attn": nn.ModuleList(nn.Linear(rank, rank, bias=False) for _ in range(4)),
-                        "mlp": nn.ModuleList([nn.Linear(rank, k * rank, bias=False), nn.Linear(k * rank, rank, bias=False)]),
+                        "mlp": nn.ModuleList(
+                            [nn.Linear(rank, k * rank, bias=False), nn.Linear(k * rank, rank, bias=False)]
+                        ),
                     }
                 )
                 for _ in range(depth)
@@ -139,7 +141,9 @@ class FacTTT(TuningMethod):
         hidden = {linear.out_features for _, site, linear in sites if site == "fc1"}
         ratio = max(hidden) // vit.embed_dim
         if hidden != {ratio * vit.embed_dim}:
-            raise ValueError(f"{self.name} needs MLPs of a width k x {vit.embed_dim}; this backbone has {sorted(hidden)}")
+            raise ValueError(
+                f"{self.name} needs MLPs of a width k x {vit.embed_dim}; this backbone has {sorted(hidden)}"
+            )
         vit.fact = FacTFactors(vit.embed_dim, len(vit.blocks), self.rank, self.scale, self.dropout, self.kind, ratio)
         for index, site, linear in sites:
             linear.register_forward_hook(functools.partial(vit.fact.hook, index=index, site=site))
@@ -173,5 +177,3 @@ class FacTTK(FacTTT):
 
     def __init__(self, rank: int = 32, scale: float = 0.1, dropout: float = 0.1) -> None:
         super().__init__(rank, scale, dropout)
-
-

@@ -18,6 +18,7 @@ class HoulsbyBlock(Block):
     """A timm Block with an adapter after the attention and after the MLP, before each residual."""
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        """Attention and MLP branches, each rewritten as ``a + ad(a)`` before its residual."""
         a = self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal))
         x = x + self.drop_path1(a + self.adapter_attn(a))
         m = self.ls2(self.mlp(self.norm2(x)))

@@ -16,6 +16,7 @@ class QuickGELU(nn.Module):
     """``z * sigmoid(1.702 z)`` (Convpass, NOAH adapters)."""
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """QuickGELU of ``z``."""
         return z * torch.sigmoid(1.702 * z)
 
 
@@ -53,6 +54,7 @@ class Bottleneck(nn.Module):
         init_bottleneck(self.down, self.up, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The adapter output (no residual)."""
         return self.scale * self.up(self.dropout(self.act(self.down(x))))
 
 
@@ -88,7 +90,7 @@ def retype_block(block: Block, cls: type[Block]) -> None:
 
 
 def drop_path_or_identity(rate: float) -> nn.Module:
-    """timm's DropPath for ``rate > 0``, else Identity."""
+    """Timm's DropPath for ``rate > 0``, else Identity."""
     return DropPath(rate) if rate > 0 else nn.Identity()
 
 

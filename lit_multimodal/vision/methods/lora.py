@@ -9,7 +9,6 @@ layer back, which leaves plain timm names.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from typing import TYPE_CHECKING
 
 from timm.models.vision_transformer import VisionTransformer

@@ -16,6 +16,7 @@ class PfeifferBlock(Block):
     """A timm Block with one adapter after the MLP, before the residual."""
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        """Attention, then the MLP branch rewritten as ``m + ad(m)`` before its residual."""
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal)))
         m = self.ls2(self.mlp(self.norm2(x)))
         return x + self.drop_path2(m + self.adapter_mlp(m))

@@ -1,4 +1,4 @@
-"""RepAdapter (Luo et al. 2023): a grouped linear adapter before ``attn.qkv`` and ``mlp.fc1``, merged away after training.
+"""RepAdapter (Luo et al. 2023): a grouped linear adapter before ``attn.qkv`` and ``mlp.fc1``, merged after training.
 
 ``R(t) = t + s (G drop(A t + a) + b)`` with ``A`` a ``Conv1d(D, d, 1)`` and ``G`` a ``Conv1d(d, D, 1,
 groups=g)`` (luogen1996/RepAdapter ``repadapter.py``, ``repblock``). ``R`` is affine at inference, so
@@ -41,6 +41,7 @@ class RepAdapterModule(nn.Module):
         nn.init.zeros_(self.conv_B.bias)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """``R(t)`` over the last dim."""
         # The 1x1 convolutions as per-token linear maps, so any leading shape works.
         h = self.dropout(F.linear(t, self.conv_A.weight.squeeze(-1), self.conv_A.bias))
         groups = self.conv_B.groups

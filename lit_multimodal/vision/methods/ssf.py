@@ -30,6 +30,7 @@ class ScaleShift(nn.Module):
         self.shift = nn.Parameter(torch.empty(channels).normal_(0.0, std))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """``t * scale + shift``."""
         return t * self.scale + self.shift
 
     def hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
