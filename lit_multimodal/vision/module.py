@@ -28,7 +28,7 @@ HPARAM_METRICS = ("val/top1", "test/top1")
 
 
 class ImageClassifier(TrainableOnlyCheckpoints):
-    """A frozen (or partly frozen) ViT with a linear head, tuned by one of six methods.
+    """A frozen (or partly frozen) ViT with a linear head, tuned by one registered method (docs/methods.md).
 
     Args:
         num_classes: output classes; the CLI fills it from ``data.num_classes`` when left empty.
