@@ -10,7 +10,6 @@ grid and width).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
@@ -61,7 +60,7 @@ class ConvBypass(nn.Module):
         h = self.act(self.down(t))
         patches = h[:, 1:].transpose(1, 2).reshape(batch, -1, height, width)
         patches = self.conv(patches).reshape(batch, -1, height * width).transpose(1, 2)
-        cls = F.conv2d(h[:, :1].transpose(1, 2).unsqueeze(-1), self.conv.weight, self.conv.bias, padding=1)
+        cls = self.conv(h[:, :1].transpose(1, 2).unsqueeze(-1))  # a 1x1 image: the centre tap and the bias
         h = torch.cat([cls.flatten(2).transpose(1, 2), patches], dim=1)
         return self.up(self.dropout(self.act(h)))
 

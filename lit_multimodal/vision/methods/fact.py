@@ -29,7 +29,7 @@ SITES = ("qkv", "proj", "fc1", "fc2")
 
 
 class FacTFactors(nn.Module):
-    """The shared ``U``, ``V`` and the per-block cores; :meth:`delta` is the increment of one site.
+    """The shared ``U``, ``V`` and the per-block cores; :meth:`forward` is the increment of one site.
 
     Args:
         dim: token width ``D``.
@@ -72,7 +72,7 @@ class FacTFactors(nn.Module):
     def _out(self, h: torch.Tensor) -> torch.Tensor:
         return self.scale * self.v(self.dropout(h))
 
-    def delta(self, index: int, site: str, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, index: int, site: str, t: torch.Tensor) -> torch.Tensor:
         """The increment ``t Delta W^T`` of ``site`` in block ``index`` for the site's input ``t``."""
         r, dim, k = self.rank, self.dim, self.ratio
         if site == "fc2":
@@ -101,7 +101,8 @@ class FacTFactors(nn.Module):
 
     def hook(self, module: nn.Module, args: tuple, output: torch.Tensor, *, index: int, site: str) -> torch.Tensor:
         """Forward hook: adds the increment to the site linear's output."""
-        return output + self.delta(index, site, args[0])
+        # Through __call__, so that module hooks (ZeRO-3 gathering) see the factors being used.
+        return output + self(index, site, args[0])
 
 
 def _sites(vit: VisionTransformer) -> list[tuple[int, str, nn.Linear]]:
@@ -154,7 +155,7 @@ class FacTTT(TuningMethod):
         fact = vit.fact.eval()
         for index, site, linear in _sites(vit):
             eye = torch.eye(linear.in_features, dtype=linear.weight.dtype, device=linear.weight.device)
-            linear.weight.add_(fact.delta(index, site, eye).T)
+            linear.weight.add_(fact(index, site, eye).T)
             remove_hooks_of(linear, fact)
         del vit.fact
 

@@ -8,7 +8,6 @@ groups=g)`` (luogen1996/RepAdapter ``repadapter.py``, ``repblock``). ``R`` is af
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -41,13 +40,10 @@ class RepAdapterModule(nn.Module):
         nn.init.zeros_(self.conv_B.bias)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        """``R(t)`` over the last dim."""
-        # The 1x1 convolutions as per-token linear maps, so any leading shape works.
-        h = self.dropout(F.linear(t, self.conv_A.weight.squeeze(-1), self.conv_A.bias))
-        groups = self.conv_B.groups
-        weight = self.conv_B.weight.squeeze(-1).reshape(groups, -1, h.shape[-1] // groups)
-        out = torch.einsum("...gk,gok->...go", h.unflatten(-1, (groups, -1)), weight).flatten(-2)
-        return t + self.scale * (out + self.conv_B.bias)
+        """``R(t)`` for tokens ``(B, N, D)`` or a matrix of vectors ``(M, D)``."""
+        channels_first = t.transpose(-1, -2)  # Conv1d reads (B, C, N), or (C, N) unbatched
+        out = self.conv_B(self.dropout(self.conv_A(channels_first)))
+        return t + self.scale * out.transpose(-1, -2)
 
     def hook(self, module: nn.Module, args: tuple) -> tuple:
         """Forward pre-hook: adapts the linear layer's input."""
