@@ -18,7 +18,7 @@ from lit_multimodal.vision.tuning import count_parameters
 TINY = BackboneConfig(arch="test_vit", img_size=48)  # dim 64, 2 heads, MLP 192 (ratio 3), 3x3 patch grid
 NEW_METHODS = ("lora", "dora", "houlsby", "pfeiffer", "adapter_plus", "adaptformer", "convpass", "ssf", "fact_tt",
                "fact_tk", "repadapter")  # fmt: skip
-MERGEABLE = ("lora", "dora", "ssf", "fact_tt", "fact_tk", "repadapter")
+MERGEABLE = ("lora", "dora", "lora_bias", "ssf", "fact_tt", "fact_tk", "repadapter")
 
 
 def _classifier(tuning, seed: int = 0, classes: int = 5, **kwargs) -> tuple[ViTClassifier, dict]:
@@ -261,6 +261,7 @@ VIT_B16_COUNTS = {
     "lora": 294_912, "dora": 1_262_592, "houlsby": 313_536, "pfeiffer": 156_768, "adapter_plus": 165_984,
     "adaptformer": 1_189_632, "convpass": 327_552, "ssf": 205_824, "fact_tt": 21_504, "fact_tk": 86_528,
     "repadapter": 239_808, "layernorm": 38_400, "bias": 102_912, "vpt_deep": 12 * 50 * 768, "linear": 0,
+    "lora_bias": 294_912 + 102_912, "vpt_deep_bias": 12 * 50 * 768 + 102_912,
 }  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from lit_multimodal.vision.methods.base import (
 from lit_multimodal.vision.methods.convpass import Convpass
 from lit_multimodal.vision.methods.fact import FacTTK, FacTTT
 from lit_multimodal.vision.methods.houlsby import Houlsby
-from lit_multimodal.vision.methods.lora import DoRA, LoRA
+from lit_multimodal.vision.methods.lora import DoRA, LoRA, LoRABias
 from lit_multimodal.vision.methods.pfeiffer import Pfeiffer
 from lit_multimodal.vision.methods.repadapter import RepAdapter
 from lit_multimodal.vision.methods.ssf import SSF
@@ -35,6 +35,7 @@ __all__ = [
     "FacTTT",
     "Houlsby",
     "LoRA",
+    "LoRABias",
     "Pfeiffer",
     "RepAdapter",
     "Full",

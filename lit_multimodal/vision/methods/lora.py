@@ -120,3 +120,24 @@ class DoRA(LoRA):
         layers: Sequence[int] | None = None,
     ) -> None:
         super().__init__(r, alpha, dropout, targets, layers)
+
+
+class LoRABias(LoRA):
+    """LoRA plus BitFit: the LoRA factors, every backbone bias and the head (peft's ``bias="all"``).
+
+    Args:
+        r: rank.
+        alpha: scale numerator (None: alpha = r).
+        dropout: dropout on the LoRA input.
+        targets: timm module names to adapt.
+        layers: indices of the blocks to adapt; None for all.
+    """
+
+    name = "lora_bias"
+    label = "LoRA + Bias"
+    mergeable = True
+
+    def trainable_names(self, names: list[str], added: set[str]) -> set[str]:
+        """LoRA factors, backbone biases (the base layers' included) and head."""
+        biases = {n for n in names if n.startswith("backbone.") and n.endswith(".bias")}
+        return super().trainable_names(names, added) | biases
