@@ -18,7 +18,7 @@ from lit_multimodal.vision.backbones import BackboneConfig, build_vit
 from lit_multimodal.vision.checkpoints import load_backbone_checkpoint
 from lit_multimodal.vision.classifier import ViTClassifier
 from lit_multimodal.vision.feature_cache import FeatureCache, FeatureDataset, backbone_key
-from lit_multimodal.vision.methods import TuningMethod, build_method
+from lit_multimodal.vision.methods import MethodName, TuningMethod, build_method
 from lit_multimodal.vision.tuning import ParamCounts, count_parameters
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class ImageClassifier(TrainableOnlyCheckpoints):
         self,
         num_classes: int | None = None,
         backbone: BackboneConfig = BackboneConfig(),  # noqa: B008 - read-only default
-        tuning: TuningMethod | str = "vpt_deep",
+        tuning: TuningMethod | MethodName = "vpt_deep",
         num_prompts: int = 50,
         prompt_dropout: float | None = None,
         prompt_project: int = -1,

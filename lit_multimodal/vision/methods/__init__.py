@@ -4,6 +4,8 @@ Adding a method is one new file here (a :class:`TuningMethod` subclass with a ``
 below, and its configs; see docs/methods.md and docs/architecture.md.
 """
 
+from typing import Literal
+
 from lit_multimodal.vision.methods.adapter_plus import AdapterPlus
 from lit_multimodal.vision.methods.adaptformer import AdaptFormer
 from lit_multimodal.vision.methods.base import (
@@ -24,7 +26,11 @@ from lit_multimodal.vision.methods.ssf import SSF
 from lit_multimodal.vision.methods.subsets import Bias, Full, LayerNormTuning, Linear, Partial
 from lit_multimodal.vision.methods.vpt import VPTDeep, VPTDeepBias, VPTShallow
 
+# The registered names as a type: the CLI refuses an unknown ``tuning:`` string while parsing the config.
+MethodName = Literal[tuple(list_methods())]  # type: ignore[valid-type]
+
 __all__ = [
+    "MethodName",
     "SSF",
     "AdaptFormer",
     "AdapterPlus",
