@@ -404,7 +404,7 @@ def _message(err: BaseException) -> str:
 
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-FUNCTION_COMMANDS = ("prepare", "sweep", "report", "embed", "zeroshot", "export", "chat", "demo", "serve")
+FUNCTION_COMMANDS = ("prepare", "sweep", "report", "embed", "zeroshot", "export", "chat", "demo", "serve", "merge")
 FIT_CONFIG_COMMANDS = ("export", "chat", "demo", "serve")
 
 
@@ -418,6 +418,7 @@ def _run_function_command(args: list[str]) -> None:
     from lit_multimodal.multimodal.pandagpt.serve import serve
     from lit_multimodal.sweeps.report import report
     from lit_multimodal.sweeps.runner import sweep
+    from lit_multimodal.vision.methods.merge import merge
 
     commands = {
         "prepare": {"fgvc": prepare_fgvc},
@@ -429,6 +430,7 @@ def _run_function_command(args: list[str]) -> None:
         "chat": chat,
         "demo": demo,
         "serve": serve,
+        "merge": merge,
     }
     if args and args[0] in FIT_CONFIG_COMMANDS:
         # jsonargparse keeps --config for its own config files; these commands take a fit config as --config.

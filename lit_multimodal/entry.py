@@ -23,6 +23,7 @@ COMMANDS = (
     ("zeroshot", "files against text labels in ImageBind's shared space"),
     ("export", "PandaGPT checkpoint to official delta, peft adapter or merged model"),
     ("chat", "PandaGPT terminal chat about image/audio/video/... inputs"),
+    ("merge", "fold a reparameterisable tuning method (LoRA, DoRA, SSF, FacT, RepAdapter) into plain timm weights"),
     ("demo", "PandaGPT web demo (Gradio)"),
     ("serve", "PandaGPT behind an OpenAI-compatible HTTP API (127.0.0.1 by default)"),
 )

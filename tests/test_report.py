@@ -202,7 +202,7 @@ def test_vtab_columns_and_group_means(tmp_path):
     header = summary.split("## VTAB-1k\n\n", 1)[1].splitlines()[0]
     columns = [c.strip() for c in header.strip("|").split("|")]
     groups = ["Natural", "Specialized", "Structured"]
-    assert columns == ["Method", *(t.short for t in VTAB_TASKS.values()), *groups, "Mean"]
+    assert columns == ["Method", *(t.short for t in VTAB_TASKS.values()), *groups, "Group mean", "Mean"]
     assert columns[1:20] == [
         "CIFAR-100",
         "Caltech101",
@@ -227,7 +227,7 @@ def test_vtab_columns_and_group_means(tmp_path):
     row = md_table(summary, "VTAB-1k")["VPT-Deep"]
     assert row["EuroSAT"] == "91.00 ± 1.00 (2)"
     assert row["Specialized"] == "75.25"  # (80 + 91 + 70 + 60) / 4
-    assert row["Natural"] == "—" and row["Structured"] == "—" and row["Mean"] == "—"
+    assert row["Natural"] == "—" and row["Structured"] == "—" and row["Mean"] == "—" and row["Group mean"] == "—"
     assert "- VPT-Deep, Natural: no final results for CIFAR-100, Caltech101, Flowers102, Pets, SVHN, Sun397." in summary
 
 
@@ -243,6 +243,7 @@ def test_vtab_all_groups_and_overall_mean(tmp_path):
         assert row[group] == f"{sum(members) / len(members):.2f}"
     assert row["Natural"] == "46.00" and row["Specialized"] == "57.00" and row["Structured"] == "69.00"
     assert row["Mean"] == "58.00"  # 40, 42, ..., 76 over 19 tasks
+    assert row["Group mean"] == "57.33"  # (46 + 57 + 69) / 3
 
 
 def test_fgvc_table_and_mean(tmp_path):

@@ -44,7 +44,7 @@ def test_partial_blocks_out_of_range_is_an_error():
 
 def test_unknown_tuning_is_an_error():
     with pytest.raises(ValueError, match="tuning must be one of"):
-        _model("lora")
+        _model("no_such_method")
 
 
 def test_tuned_percent_of_vit_b16_deep_p100_six_classes():

@@ -71,16 +71,21 @@ class Method:
 
 
 def parse_method(spec: str) -> Method:
-    """Parses ``linear``, ``full``, ``vpt_deep_p50``, ``vpt_shallow_p5`` (``vpt_*`` without ``_pN``: p=50)."""
+    """Parses ``linear``, ``full``, ``vpt_deep_p50``, ``vpt_shallow_p5`` (``vpt_*`` without ``_pN``: p=50),
+    or any other registered tuning method by name (``lora``, ``adapter_plus``, ...; its defaults)."""
+    from lit_multimodal.vision.methods import list_methods
+
     if spec in ("linear", "full"):
         return Method(spec, spec)
+    if spec in list_methods() and spec not in PROMPT_TUNINGS:
+        return Method(spec, spec, 50 if spec.startswith("vpt_") else 0)
     for tuning in PROMPT_TUNINGS:
         if spec == tuning:
             return Method(f"{tuning}_p50", tuning, 50)
         length = spec.removeprefix(f"{tuning}_p")
         if length != spec and length.isdigit() and int(length) > 0:
             return Method(spec, tuning, int(length))
-    raise ValueError(f"unknown method {spec!r}; use linear, full, vpt_deep_pN or vpt_shallow_pN")
+    raise ValueError(f"unknown method {spec!r}; use a registered method, vpt_deep_pN or vpt_shallow_pN")
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,10 @@ def step_macs(geometry: Geometry, tuning: str, prompts: int = 0) -> int:
     * ``vpt_*``: ``N + p`` tokens; block weight GEMMs forward + input gradient only (2x), attention 3x;
       patch embedding forward only; head 3x (its input gradient reaches the prompts).
     * ``linear``: the backbone runs without autograd (forward only); head forward + weight gradient.
+    * ``partial`` (k=1): the first ``L-1`` blocks forward only, the last block as ``full``.
+    * every other method (adapters, LoRA/DoRA, SSF, FacT, RepAdapter, bias, LayerNorm tuning): frozen
+      weight GEMMs with input gradients through every block (as ``vpt_*`` with ``p = 0``); the method's own
+      small matmuls (a few % of the block GEMMs at the default sizes) are not counted, so this is a floor.
 
     Element-wise work (norms, GELU, softmax, residual adds) and the optimiser update are not counted.
     """
@@ -150,13 +159,18 @@ def step_macs(geometry: Geometry, tuning: str, prompts: int = 0) -> int:
     if tuning == "full":
         weights, attention = block_macs(tokens, g.dim, g.mlp_dim)
         return g.depth * 3 * (weights + attention) + 2 * patch + 3 * head
-    if tuning in PROMPT_TUNINGS:
-        weights, attention = block_macs(tokens + prompts, g.dim, g.mlp_dim)
-        return g.depth * (2 * weights + 3 * attention) + patch + 3 * head
     if tuning == "linear":
         weights, attention = block_macs(tokens, g.dim, g.mlp_dim)
         return g.depth * (weights + attention) + patch + 2 * head
-    raise ValueError(f"no FLOP model for tuning {tuning!r}")
+    if tuning == "partial":
+        weights, attention = block_macs(tokens, g.dim, g.mlp_dim)
+        return (g.depth - 1) * (weights + attention) + 3 * (weights + attention) + patch + 3 * head
+    from lit_multimodal.vision.methods import list_methods
+
+    if tuning not in list_methods():
+        raise ValueError(f"no FLOP model for tuning {tuning!r}")
+    weights, attention = block_macs(tokens + prompts, g.dim, g.mlp_dim)
+    return g.depth * (2 * weights + 3 * attention) + patch + 3 * head
 
 
 def floor_ratio(geometry: Geometry, tuning: str, prompts: int = 0) -> float:
@@ -629,6 +643,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="<method>[@fp32|@bf16][+math|+fused][+compile][+ckpt][+lightning], or reference",
     )
     parser.add_argument("--extra", nargs="*", default=[], help="variants added to --variants")
+    parser.add_argument("--all-methods", action="store_true", help="add every registered tuning method")
     parser.add_argument(
         "--precision", choices=("auto", "fp32", "bf16"), default="auto", help="for variants without @precision"
     )
@@ -647,6 +662,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     precision = default_precision(args.device) if args.precision == "auto" else args.precision
     variants: dict[str, Variant] = {}
+    if args.all_methods:
+        from lit_multimodal.vision.methods import list_methods
+
+        args.extra = [*args.extra, *list_methods()]
     for spec in [*args.variants, *args.extra]:
         variant = parse_variant(spec, precision)
         variants.setdefault(variant.name, variant)  # e.g. vpt_deep_p50 and vpt_deep_p50@fp32 on an fp32 CPU

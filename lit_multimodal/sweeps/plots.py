@@ -66,8 +66,8 @@ def plot_tuned_vs_accuracy(agg: Aggregate, path: Path) -> str:
     fig.subplots_adjust(left=0.09, right=0.97, top=0.88, bottom=0.11)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    colours = colormaps["tab10"]
-    markers = "osD^vP*Xph"
+    colours = colormaps["tab20"]
+    markers = "osD^vP*Xph<>d8H"  # with 20 colours: 20 rows (every registered method) look distinct
     by_key: dict[RowKey, list[tuple[float, float, float]]] = defaultdict(list)
     for key, _, x, y, err in points:
         by_key[key].append((x, y, err))
@@ -78,7 +78,7 @@ def plot_tuned_vs_accuracy(agg: Aggregate, path: Path) -> str:
             ys,
             yerr=errs if final else None,
             fmt=markers[i % len(markers)],
-            color=colours(i % 10),
+            color=colours(i % 20),
             label=key.label,
             capsize=3,
             markersize=6,

@@ -148,7 +148,8 @@ class Sweep:
                 config = self.renderer.parse(self.args_for(task, stage_args, point, self.search_seed))
                 _check_values(config, point)
             if point is points[0]:
-                tunings[task] = str(config.model.init_args.get("tuning", "?")) if config.get("model") else "?"
+                tuning = config.model.init_args.get("tuning", "?") if config.get("model") else "?"
+                tunings[task] = tuning if isinstance(tuning, str) else _method_name(tuning)
         return tunings
 
     def _spec(self, stage: Stage, task: str, tuning: str, params: dict[str, Any], seed: int) -> RunSpec:
@@ -432,3 +433,11 @@ def _run_stage(sweep_plan: Sweep, launcher, stage: str, runs: list[RunSpec]) -> 
         launcher.launch(sweep_plan.out_dir.resolve(), pending, progress)
     statuses = [read_status(sweep_plan.out_dir / spec.run_dir) for spec in runs]
     return {"total": len(runs), "done": statuses.count("success"), "failed": len(runs) - statuses.count("success")}
+
+
+def _method_name(tuning: Any) -> str:
+    """The registry name of a ``{class_path, init_args}`` tuning method (as tables and reports use it)."""
+    from lit_multimodal.vision.methods import build_method
+
+    spec = tuning.as_dict() if hasattr(tuning, "as_dict") else dict(tuning)
+    return build_method(spec).name

@@ -10,16 +10,12 @@ from pathlib import Path
 
 from lit_multimodal.sweeps.plan import SELECTION as SELECTION_FILE
 from lit_multimodal.sweeps.rows import RunRow, TaskInfo, task_catalog, task_info
+from lit_multimodal.vision.methods import list_methods, method_class
 
-METHOD_ORDER = ("full", "linear", "partial", "bias", "vpt_shallow", "vpt_deep")
-METHOD_NAMES = {
-    "full": "Full",
-    "linear": "Linear",
-    "partial": "Partial",
-    "bias": "Bias",
-    "vpt_shallow": "VPT-Shallow",
-    "vpt_deep": "VPT-Deep",
-}
+# The VPT paper's rows first, then every other registered method in registration order; labels from the methods.
+_PAPER_ORDER = ("full", "linear", "partial", "bias", "vpt_shallow", "vpt_deep")
+METHOD_ORDER = (*_PAPER_ORDER, *(m for m in list_methods() if m not in _PAPER_ORDER))
+METHOD_NAMES = {name: method_class(name).label for name in METHOD_ORDER}
 # The FGVC column headers of the VPT paper's tables; the data table's own names are the datasets' full names.
 DASH = "—"
 
@@ -207,19 +203,22 @@ def vtab_table(agg: Aggregate, vtab: list[TaskInfo]) -> list[str]:
     groups = list(dict.fromkeys(t.group for t in vtab if t.group))
     body, notes = [], []
     for key in keys:
-        means = []
+        means, values = [], []
         for group in groups:
             mean, lacking = mean_of(agg, key, [t.key for t in vtab if t.group == group])
             if lacking:
                 notes.append(_lacking_note(key, group, lacking))
             means.append(fmt(mean))
+            values.append(mean)
+        of_groups = statistics.fmean(values) if values and None not in values else None
         overall, _ = mean_of(agg, key, [t.key for t in vtab])
-        body.append([key.label, *(_cell(agg, key, t.key) for t in vtab), *means, fmt(overall)])
-    header = ["Method", *(t.column for t in vtab), *groups, "Mean"]
+        body.append([key.label, *(_cell(agg, key, t.key) for t in vtab), *means, fmt(of_groups), fmt(overall)])
+    header = ["Method", *(t.column for t in vtab), *groups, "Group mean", "Mean"]
     lines = ["## VTAB-1k", "", *_md_table(header, body)]
     lines += [
         f"{' / '.join(groups)}: plain mean of the group's per-task means, shown only when every task of the "
-        f"group has results; Mean: over all {len(vtab)} tasks.",
+        f"group has results; Group mean: mean of the group means (VPT, Convpass, Adapter+ report this); "
+        f"Mean: over all {len(vtab)} tasks (NOAH, SSF, V-PETL Bench report this).",
         *notes,
         "",
     ]

@@ -18,7 +18,8 @@ class OptimConfig:
 
     Args:
         name: ``sgd`` (official for prompts, linear, partial and bias) or ``adamw`` (official for full
-            fine-tuning); ``auto`` picks ``adamw`` for ``tuning: full`` and ``sgd`` otherwise.
+            fine-tuning); ``auto`` picks the tuning method's recipe: ``adamw`` for ``full`` and the
+            adapter/LoRA-style methods, ``sgd`` for VPT, linear, partial and bias.
         base_lr: learning rate before scaling; the run uses ``base_lr * global_batch / 256`` when
             ``scale_lr`` is on (the official tune scripts do this; the scaled value is logged).
         weight_decay: L2 (SGD) or decoupled (AdamW) decay. SGD decays every trainable tensor except the
@@ -73,7 +74,11 @@ def _is_no_decay_for_adamw(name: str, param: nn.Parameter) -> bool:
 
 
 def build_optimizer(
-    named_params: list[tuple[str, nn.Parameter]], config: OptimConfig, lr: float, tuning: str
+    named_params: list[tuple[str, nn.Parameter]],
+    config: OptimConfig,
+    lr: float,
+    tuning: str,
+    auto_name: str | None = None,
 ) -> torch.optim.Optimizer:
     """Builds the optimiser over the trainable parameters.
 
@@ -81,9 +86,11 @@ def build_optimizer(
         named_params: ``(name, parameter)`` pairs of trainable parameters.
         config: optimiser settings.
         lr: the (already scaled) learning rate.
-        tuning: tuning method, used to resolve ``name: auto``.
+        tuning: tuning method, used to resolve ``name: auto`` when ``auto_name`` is not given.
+        auto_name: what ``name: auto`` means for this method (its recipe's optimiser).
     """
-    name = config.name if config.name != "auto" else ("adamw" if tuning == "full" else "sgd")
+    auto = auto_name or ("adamw" if tuning == "full" else "sgd")
+    name = config.name if config.name != "auto" else auto
     if name == "sgd":
         # One group per tensor as the official make_optimizer; only the head bias is exempt from decay.
         groups = [

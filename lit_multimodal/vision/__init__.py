@@ -1,4 +1,4 @@
-"""Vision: ViT backbones, checkpoint formats, tuning methods (VPT and baselines), the classifier module."""
+"""Vision: ViT backbones, checkpoint formats, tuning methods (VPT, baselines, PETL plugins), the classifier module."""
 
 from lit_multimodal.vision.backbones import BackboneConfig, build_vit
 from lit_multimodal.vision.classifier import ViTClassifier

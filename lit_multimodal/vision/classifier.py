@@ -11,9 +11,10 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
-from lit_multimodal.vision.backbones import embed_tokens, patch_area, pooled_features
+from lit_multimodal.vision.backbones import embed_tokens, pooled_features
+from lit_multimodal.vision.methods.base import TuningMethod, build_method
 from lit_multimodal.vision.prompts import VisualPrompts
-from lit_multimodal.vision.tuning import PROMPT_METHODS, freeze_all_but, trainable_names
+from lit_multimodal.vision.tuning import freeze_all_but
 
 # Official head init: the focal-loss prior 0.01 as the bias, -log((1 - 0.01) / 0.01).
 HEAD_BIAS_PRIOR = -math.log((1 - 0.01) / 0.01)
@@ -28,7 +29,7 @@ def make_head(in_features: int, num_classes: int) -> nn.Linear:
 
 
 class ViTClassifier(nn.Module):
-    """A timm ViT, VPT prompts (for ``vpt_*`` methods) and a linear head, trained per ``tuning``.
+    """A timm ViT tuned by one method (prompts, injected modules or a choice of tensors) and a linear head.
 
     The forward pass is the same for every method. Parts of the backbone that hold no trainable
     parameter (and see no prompt upstream) run without autograd, and stay in eval mode while the
@@ -37,11 +38,13 @@ class ViTClassifier(nn.Module):
     Args:
         backbone: a headless timm ``VisionTransformer``.
         num_classes: output classes.
-        tuning: ``vpt_shallow``, ``vpt_deep``, ``linear``, ``full``, ``partial`` or ``bias``.
-        num_prompts: prompt length ``p`` (``vpt_*`` only).
-        prompt_dropout: dropout on prompts (``vpt_*`` only).
-        prompt_project: prompt width before a projection to the token width; -1 for none.
-        partial_blocks: trainable last blocks for ``partial``.
+        tuning: the method: a registered name (``vpt_deep``, ``lora``, ... see
+            :func:`~lit_multimodal.vision.methods.list_methods`) built with its defaults, or a
+            :class:`~lit_multimodal.vision.methods.TuningMethod` instance carrying its options.
+        num_prompts: prompt length ``p`` when ``tuning`` is a ``vpt_*`` name.
+        prompt_dropout: dropout on prompts when ``tuning`` is a ``vpt_*`` name.
+        prompt_project: prompt width before a projection to the token width; -1 for none (``vpt_*`` names).
+        partial_blocks: trainable last blocks when ``tuning`` is ``partial``.
         activation_checkpointing: recompute each block's activations in the backward pass instead of storing
             them (blocks that run under autograd only): less memory for ViT-L/H or long prompts, about one
             more block forward per step.
@@ -54,7 +57,7 @@ class ViTClassifier(nn.Module):
         self,
         backbone: VisionTransformer,
         num_classes: int,
-        tuning: str,
+        tuning: str | TuningMethod,
         num_prompts: int = 0,
         prompt_dropout: float = 0.0,
         prompt_project: int = -1,
@@ -65,24 +68,26 @@ class ViTClassifier(nn.Module):
         super().__init__()
         if attention not in ("auto", "fused", "math"):
             raise ValueError(f"attention must be auto, fused or math; got {attention!r}")
-        self.backbone = backbone
-        self.tuning = tuning
+        self.method = build_method(
+            tuning,
+            num_prompts=num_prompts,
+            prompt_dropout=prompt_dropout,
+            prompt_project=prompt_project,
+            partial_blocks=partial_blocks,
+        )
+        self.tuning = self.method.name
         self.activation_checkpointing = activation_checkpointing
         self.attention = attention
-        if tuning in PROMPT_METHODS:
-            self.prompts: VisualPrompts | None = VisualPrompts(
-                num_tokens=num_prompts,
-                embed_dim=backbone.embed_dim,
-                depth=len(backbone.blocks),
-                deep=tuning == "vpt_deep",
-                patch_area=patch_area(backbone),
-                dropout=prompt_dropout,
-                project_dim=prompt_project,
-            )
-        else:
-            self.prompts = None
+        base = {id(p) for p in backbone.parameters()}
+        extra = self.method.attach(backbone)
+        self.backbone = backbone
+        self.prompts: VisualPrompts | None = extra if isinstance(extra, VisualPrompts) else None
         self.head = make_head(backbone.num_features, num_classes)
-        self.apply_tuning(partial_blocks)
+        # Parameters the method added (injected into the backbone or next to it): never counted as backbone.
+        self.added_names = frozenset(
+            n for n, p in self.named_parameters() if id(p) not in base and not n.startswith("head.")
+        )
+        self.apply_tuning()
 
     def _stages(self) -> list[tuple[list[nn.Module], list[nn.Parameter]]]:
         """Backbone stages in forward order as (modules, loose parameters): embedding, blocks, final norms."""
@@ -100,11 +105,16 @@ class ViTClassifier(nn.Module):
         params = [p for m in modules for p in m.parameters()] + loose
         return any(p.requires_grad for p in params)
 
-    def apply_tuning(self, partial_blocks: int = 1) -> None:
+    def apply_tuning(self) -> None:
         """Freezes everything the method does not train and records where autograd must start."""
-        freeze_all_but(self, trainable_names(self, self.tuning, partial_blocks))
+        names = [n for n, _ in self.named_parameters()]
+        freeze_all_but(self, self.method.trainable_names(names, set(self.added_names)))
         stages = self._stages()
         trains = [self._stage_trains(stage) for stage in stages]
+        if self.method.shared_across_blocks and any(p.requires_grad for n, p in self.named_parameters()
+                                                    if n in self.added_names):
+            # Parameters outside the blocks that every block reads: every block trains.
+            trains[1:-1] = [True] * (len(trains) - 2)
         self._autograd_from = (
             0 if self.prompts is not None else next((i for i, t in enumerate(trains) if t), len(stages))
         )

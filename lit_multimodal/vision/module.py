@@ -22,7 +22,8 @@ from lit_multimodal.vision.checkpoint_identity import image_classifier_identity
 from lit_multimodal.vision.checkpoints import load_backbone_checkpoint
 from lit_multimodal.vision.classifier import ViTClassifier
 from lit_multimodal.vision.feature_cache import FeatureCache, FeatureDataset, backbone_key
-from lit_multimodal.vision.tuning import PROMPT_METHODS, ParamCounts, TuningMethod, count_parameters
+from lit_multimodal.vision.methods import MethodName, TuningMethod, build_method
+from lit_multimodal.vision.tuning import PROMPT_METHODS, ParamCounts, count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +32,20 @@ HPARAM_METRICS = ("val/top1", "test/top1")
 
 
 class ImageClassifier(TrainableOnlyCheckpoints):
-    """A frozen (or partly frozen) ViT with a linear head, tuned by one of six methods.
+    """A frozen (or partly frozen) ViT with a linear head, tuned by one registered method (docs/methods.md).
 
     Args:
         num_classes: output classes; the CLI fills it from ``data.num_classes`` when left empty.
         backbone: which ViT and which weights file.
-        tuning: ``vpt_deep`` / ``vpt_shallow`` (prompts + head), ``linear`` (head), ``full`` (everything),
-            ``partial`` (last ``partial_blocks`` blocks + final norm + head) or ``bias`` (BitFit: all biases
-            + head).
-        num_prompts: prompt length ``p`` for the ``vpt_*`` methods.
-        prompt_dropout: dropout on prompts; default 0.1 for ``vpt_deep`` and 0.0 for ``vpt_shallow``
-            (the paper's convention).
+        tuning: the tuning method: a registered name with its defaults (``vpt_deep``, ``vpt_shallow``,
+            ``linear``, ``full``, ``partial``, ``bias``, ``lora``, ``dora``, ``adapter_plus``, ... see
+            docs/methods.md), or a method with options, e.g. ``{class_path: LoRA, init_args: {r: 16}}``
+            (``--model.tuning.help LoRA`` lists them).
+        num_prompts: prompt length ``p`` when ``tuning`` is a ``vpt_*`` name.
+        prompt_dropout: dropout on prompts when ``tuning`` is a ``vpt_*`` name; default 0.1 for ``vpt_deep``
+            and 0.0 for ``vpt_shallow`` (the paper's convention).
         prompt_project: prompt width projected to the token width by a Linear; -1 (default) for none.
-        partial_blocks: ``k`` for ``partial``.
+        partial_blocks: ``k`` when ``tuning`` is ``partial``.
         optim: optimiser and schedule (default: the official SGD warmup-cosine recipe).
         feature_cache: ``linear`` only: compute the frozen backbone's features of every split with a
             deterministic transform once and train the head on them (see
@@ -61,7 +63,7 @@ class ImageClassifier(TrainableOnlyCheckpoints):
         self,
         num_classes: int | None = None,
         backbone: BackboneConfig = BackboneConfig(),  # noqa: B008 - read-only default
-        tuning: TuningMethod = "vpt_deep",
+        tuning: TuningMethod | MethodName = "vpt_deep",
         num_prompts: int = 50,
         prompt_dropout: float | None = None,
         prompt_project: int = -1,
@@ -84,29 +86,34 @@ class ImageClassifier(TrainableOnlyCheckpoints):
         if tuning in PROMPT_METHODS:
             check_setting(num_prompts >= 1, "model.num_prompts", num_prompts, f"at least 1 for tuning {tuning}")
         if prompt_dropout is None:
-            prompt_dropout = 0.1 if tuning == "vpt_deep" else 0.0
+            prompt_dropout = 0.1 if tuning in ("vpt_deep", "vpt_deep_bias") else 0.0
+        method = build_method(
+            tuning,
+            num_prompts=num_prompts,
+            prompt_dropout=prompt_dropout,
+            prompt_project=prompt_project,
+            partial_blocks=partial_blocks,
+        )
         self.save_hyperparameters(logger=False)
         # Plain dicts, so checkpoints stay loadable with torch.load(weights_only=True).
         self.hparams.update(backbone=asdict(backbone), optim=asdict(optim), prompt_dropout=prompt_dropout)
+        if not isinstance(tuning, str):
+            self.hparams.update(tuning=method.spec())
         self.backbone_config = backbone
         self.optim_config = optim
-        self.tuning = tuning
+        self.tuning = method.name
         vit = build_vit(backbone)
         self.load_report = load_backbone_checkpoint(vit, backbone) if backbone.checkpoint else None
         self.net = ViTClassifier(
             vit,
             num_classes=num_classes,
-            tuning=tuning,
-            num_prompts=num_prompts if tuning in PROMPT_METHODS else 0,
-            prompt_dropout=prompt_dropout,
-            prompt_project=prompt_project,
-            partial_blocks=partial_blocks,
+            tuning=method,
             activation_checkpointing=activation_checkpointing,
             attention=attention,
         )
         if compile:
             self.net.compile()
-        self.feature_cache = FeatureCache(feature_cache_dir) if feature_cache and tuning == "linear" else None
+        self.feature_cache = FeatureCache(feature_cache_dir) if feature_cache and self.tuning == "linear" else None
         # Checkpoints hold only trainable tensors; the frozen rest comes from backbone.checkpoint.
         self.strict_loading = False
         # top-1, macro and (with more than 5 classes) top-5; the test stage adds per-class and confusion.
@@ -266,7 +273,7 @@ class ImageClassifier(TrainableOnlyCheckpoints):
         if cfg.scale_lr:
             rank_zero_info(f"learning rate {self.lr:.6g} = base_lr {cfg.base_lr:g} x global batch {batch} / 256")
         trainable = [(n.removeprefix("net."), p) for n, p in self.named_parameters() if p.requires_grad]
-        optimizer = build_optimizer(trainable, cfg, self.lr, self.tuning)
+        optimizer = build_optimizer(trainable, cfg, self.lr, self.tuning, self.net.method.recipe.optimizer)
         max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 100
         scheduler = build_scheduler(optimizer, cfg, max_epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
@@ -305,7 +312,7 @@ class ImageClassifier(TrainableOnlyCheckpoints):
         counts = self.param_counts
         return {
             "tuning": self.tuning,
-            "num_prompts": self.hparams.num_prompts if self.tuning in PROMPT_METHODS else 0,
+            "num_prompts": int(getattr(self.net.method, "num_prompts", 0)),
             "arch": self.backbone_config.arch,
             "task": getattr(datamodule, "dataset_name", "unknown"),
             "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),  # set by seed_everything

@@ -1,54 +1,32 @@
-"""Tuning methods: which tensors of a :class:`ViTClassifier` train.
+"""Which tensors of a :class:`ViTClassifier` train, and the parameter accounting behind the tuned percents.
 
-Every method shares one model and one forward pass; a method only decides which parameters keep
-``requires_grad`` (and whether prompts exist, see :class:`~lit_multimodal.vision.prompts.VisualPrompts`).
-The official equivalents (``MODEL.TRANSFER_TYPE`` in KMnP/vpt) are given per method.
+The methods themselves are plugins in :mod:`lit_multimodal.vision.methods` (one file per method behind
+:class:`~lit_multimodal.vision.methods.TuningMethod`); this module keeps the name-level helpers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from torch import nn
 
-TuningMethod = Literal["vpt_shallow", "vpt_deep", "linear", "full", "partial", "bias"]
-TUNING_METHODS: tuple[str, ...] = ("vpt_shallow", "vpt_deep", "linear", "full", "partial", "bias")
-PROMPT_METHODS: tuple[str, ...] = ("vpt_shallow", "vpt_deep")
+from lit_multimodal.vision.methods import build_method, list_methods
+
+TUNING_METHODS: tuple[str, ...] = tuple(list_methods())
+PROMPT_METHODS: tuple[str, ...] = ("vpt_shallow", "vpt_deep", "vpt_deep_bias")
 
 
 def trainable_names(model: nn.Module, method: str, partial_blocks: int = 1) -> set[str]:
-    """Names of the parameters that train under ``method``.
+    """Names of the parameters of ``model`` (a classifier) that train under the method named ``method``.
 
     Args:
         model: a :class:`~lit_multimodal.vision.classifier.ViTClassifier` (``backbone``, ``prompts``, ``head``).
-        method: ``vpt_shallow``/``vpt_deep`` (official ``prompt``): prompts + head; ``linear``: head only;
-            ``full`` (official ``end2end``): everything; ``partial`` (official ``partial-k``): the last
-            ``partial_blocks`` blocks, the final norm(s) and the head; ``bias`` (BitFit, official
-            ``tinytl-bias``): every bias of the backbone and the head.
+        method: a registered method name.
         partial_blocks: ``k`` for ``partial``.
-
-    Returns:
-        The set of parameter names (as in ``model.named_parameters()``).
     """
-    if method not in TUNING_METHODS:
-        raise ValueError(f"tuning must be one of {', '.join(TUNING_METHODS)}; got {method!r}")
     names = [name for name, _ in model.named_parameters()]
-    always = {n for n in names if n.startswith("head.")}
-    if method in PROMPT_METHODS:
-        return always | {n for n in names if n.startswith("prompts.")}
-    if method == "linear":
-        return always
-    if method == "full":
-        return set(names)
-    if method == "bias":
-        return always | {n for n in names if n.startswith("backbone.") and n.endswith(".bias")}
-    depth = len(model.backbone.blocks)
-    if not 1 <= partial_blocks <= depth:
-        raise ValueError(f"partial_blocks must be in 1..{depth} for this backbone; got {partial_blocks}")
-    tail = tuple(f"backbone.blocks.{i}." for i in range(depth - partial_blocks, depth))
-    final_norms = ("backbone.norm.", "backbone.fc_norm.")
-    return always | {n for n in names if n.startswith(tail) or n.startswith(final_norms)}
+    added = set(getattr(model, "added_names", ()))
+    return build_method(method, partial_blocks=partial_blocks).trainable_names(names, added)
 
 
 def freeze_all_but(model: nn.Module, names: set[str]) -> None:
@@ -65,14 +43,16 @@ class ParamCounts:
     """Parameter counts behind the two tuned percents.
 
     Attributes:
-        total: every parameter of the model (frozen backbone, prompts and head).
+        total: every parameter of the model (frozen backbone, added method parameters and head).
         trainable: parameters with ``requires_grad``.
-        backbone: parameters of the pre-trained backbone alone.
+        backbone: parameters of the pre-trained backbone alone (what the method added is not backbone).
+        added: parameters the tuning method added (prompts, adapters, LoRA factors, ...).
     """
 
     total: int
     trainable: int
     backbone: int
+    added: int = 0
 
     @property
     def tuned_percent(self) -> float:
@@ -91,11 +71,19 @@ def _numel(param: nn.Parameter) -> int:
 
 
 def count_parameters(model: nn.Module) -> ParamCounts:
-    """Counts a ViTClassifier's parameters; correct under ZeRO-3 partitioning."""
-    total = trainable = backbone = 0
+    """Counts a ViTClassifier's parameters; correct under ZeRO-3 partitioning.
+
+    A tensor counts as backbone when it lives under ``backbone.`` and the tuning method did not add it
+    (``model.added_names``); shared tensors count once.
+    """
+    added_names = set(getattr(model, "added_names", ()))
+    total = trainable = backbone = added = 0
     for name, param in model.named_parameters():
         size = _numel(param)
         total += size
         trainable += size if param.requires_grad else 0
-        backbone += size if name.startswith("backbone.") else 0
-    return ParamCounts(total=total, trainable=trainable, backbone=backbone)
+        if name in added_names:
+            added += size
+        elif name.startswith("backbone."):
+            backbone += size
+    return ParamCounts(total=total, trainable=trainable, backbone=backbone, added=added)
