@@ -82,3 +82,35 @@ def test_bind_checkpoint_exports_to_a_strictly_loadable_imagebind(tmp_path, tuni
     # embed / zeroshot read it like the released weights.
     encoder = ImageBindEncoder(checkpoint=str(out), preset="tiny", config=FAST, progress=False)
     assert encoder.encode({"depth": [str(tmp_path / "depth0.npy")]})["depth"].shape == (1, 1024)
+
+
+def test_binding_raises_retrieval_far_above_chance(tmp_path):
+    """Depth maps whose class is a bar's position, bound to the frozen text embeddings of the class names."""
+    from lightning.pytorch import Trainer
+
+    from lit_multimodal.multimodal.imagebind.bind import BindDataModule
+
+    names = ["zero", "one", "two", "three", "four"]
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(75):
+        label = i % 5
+        depth = np.full((32, 32), 2.0, dtype=np.float32) + rng.normal(0, 0.02, (32, 32)).astype(np.float32)
+        depth[:, 6 * label : 6 * label + 6] -= 0.8  # a raised bar whose position is the class
+        np.save(tmp_path / f"d{i}.npy", depth)
+        rows.append({"anchor": names[label], "other": f"d{i}.npy", "label": names[label],
+                     "split": "val" if i >= 50 else "train"})  # fmt: skip
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = BindDataModule(str(tmp_path / "pairs.jsonl"), modality="depth", anchor="text", preset="tiny", config=FAST,
+                          batch_size=10)  # fmt: skip
+    model = BindModule(modality="depth", preset="tiny", config=FAST, temperature=0.05, mask_same_label=True, lr=3e-3,
+                       weight_decay=0.0)  # fmt: skip
+    trainer = Trainer(max_epochs=50, check_val_every_n_epoch=50, accelerator="cpu", logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    before = trainer.validate(model, datamodule=data, verbose=False)[0]["val/class_R@1_m2a"]
+    trainer.fit(model, datamodule=data)
+    after = float(trainer.callback_metrics["val/class_R@1_m2a"])
+    assert before <= 0.4, before  # the untrained encoder: near chance (1/5)
+    assert after >= 0.8, (before, after)
+    assert after >= before + 0.3, (before, after)
+    assert float(trainer.callback_metrics["val/chance_R@1"]) == pytest.approx(1 / 25)

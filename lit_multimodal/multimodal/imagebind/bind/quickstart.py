@@ -16,6 +16,7 @@ Every step is the public command with a config under ``configs/``; this function
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ def _cli(args: list[str]) -> None:
 
 
 def _bind(config: Path, manifest: Path, checkpoint: str | None, run: Path, cache: Path, epochs: int | None) -> Path:
+    shutil.rmtree(run, ignore_errors=True)  # a fresh run folder: last.ckpt is then this run's
     args = ["bind", "--config", str(config), "--data.init_args.manifest", str(manifest),
             "--data.init_args.cache_dir", str(cache), "--trainer.default_root_dir", str(run)]  # fmt: skip
     if checkpoint is not None:
