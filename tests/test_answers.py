@@ -42,3 +42,26 @@ def test_choice_letters_and_texts():
     assert not match_answer("A", "B", choices)
     with pytest.raises(ValueError, match="neither a choice letter"):
         match_answer("A", "horse", choices)
+
+
+def test_emergent_table_marks_unseen_modalities_and_chance(tmp_path):
+    from lit_multimodal.multimodal.pandagpt.evaluate import emergent_table, read_qa_manifest, seen_modalities
+
+    results = (
+        [{"modality": "image", "answer": f"d{i % 4}", "choices": None, "correct": i < 6} for i in range(8)]
+        + [{"modality": "audio", "answer": "x", "choices": ["x", "y", "z"], "correct": i < 1} for i in range(3)]
+    )  # fmt: skip
+    rows = {row["modality"]: row for row in emergent_table(results, seen_modalities("vision"))}
+    assert rows["image"]["status"] == "seen in training" and rows["audio"]["status"] == "emergent"
+    assert rows["image"]["accuracy"] == pytest.approx(6 / 8) and rows["image"]["chance"] == pytest.approx(1 / 4)
+    assert rows["audio"]["accuracy"] == pytest.approx(1 / 3) and rows["audio"]["chance"] == pytest.approx(1 / 3)
+    assert rows["image"]["x_chance"] == pytest.approx(3.0)
+
+    (tmp_path / "a.wav").write_bytes(b"")
+    manifest = tmp_path / "qa.jsonl"
+    manifest.write_text('{"modality": "audio", "file": "a.wav", "question": "q?", "answer": "7"}\n'
+                        '{"modality": "smell", "file": "a.wav", "question": "q?", "answer": "7"}\n')  # fmt: skip
+    from lit_multimodal.data.base import DataError
+
+    with pytest.raises(DataError, match=r"qa.jsonl:2: modality must be one of"):
+        read_qa_manifest(manifest)
