@@ -39,7 +39,7 @@ DTMF: dict[int, tuple[float, float]] = {
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 2.0
 SIDE = 32
-VERSION = 2
+VERSION = 4
 
 
 def caption(digit: int) -> str:
@@ -82,7 +82,7 @@ def _write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def write_emergence_data(
-    root: str | Path, seed: int = 0, noise: float = 0.5, qa_per_digit: int = 5, instructions_per_digit: int = 10
+    root: str | Path, seed: int = 0, noise: float = 0.5, qa_per_digit: int = 5, instructions_per_digit: int | None = None
 ) -> Path:
     """Writes the files and manifests under ``root`` (idempotent: a finished folder is left as it is).
 
@@ -90,14 +90,15 @@ def write_emergence_data(
     ``images/``, ``audio/``, ``depth/``, ``thermal/``; binding manifests ``bind_image_text.jsonl`` (image bound to
     the caption text), ``bind_{audio,depth,thermal}_image.jsonl``; labelled held-out manifests
     ``eval_{image,audio,depth,thermal}.jsonl`` (``file``, ``label``); PandaGPT data ``instructions.json``
-    (train-split images only, "This is the digit seven.") and ``qa.jsonl`` (held-out files of every modality).
+    (LLaVA layout; train-split images only, "This is the digit 7.") and ``qa.jsonl`` (held-out files of every
+    modality).
 
     Args:
         root: output folder.
         seed: seed of the split, pairing and every random nuisance.
         noise: white-noise level of the tones relative to the tone level.
         qa_per_digit: held-out questions per digit and modality in ``qa.jsonl``.
-        instructions_per_digit: training images per digit in ``instructions.json``.
+        instructions_per_digit: training images per digit in ``instructions.json`` (None: every train scan).
 
     Returns:
         ``root``.
@@ -183,13 +184,13 @@ def write_emergence_data(
         for k, i in enumerate(np.flatnonzero((split == "train") & (labels == digit))[:instructions_per_digit]):
             instructions.append(
                 {
-                    "image_name": Path(files["image"][i]).name,
-                    "conversation": [
+                    "image": Path(files["image"][i]).name,
+                    "conversations": [
                         {
                             "from": "human",
                             "value": ("What digit is this?", "Which number is shown in the image?")[k % 2],
                         },
-                        {"from": "gpt", "value": f"This is the digit {DIGIT_WORDS[digit]}."},
+                        {"from": "gpt", "value": f"This is the digit {digit}."},
                     ],
                 }
             )

@@ -80,7 +80,7 @@ def emergence(
     bind_epochs: int | None = None,
     pandagpt_epochs: int | None = None,
 ) -> dict[str, Any]:
-    """Runs the whole emergence quickstart and prints the emergent-transfer table (about 5 min on 2 CPU cores).
+    """Runs the whole emergence quickstart and prints the emergent-transfer table (CPU only, nothing downloaded).
 
     Args:
         out: run folder (bindings, exported ImageBind, PandaGPT run, evaluation JSON).
