@@ -82,7 +82,11 @@ def _write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def write_emergence_data(
-    root: str | Path, seed: int = 0, noise: float = 0.5, qa_per_digit: int = 5, instructions_per_digit: int | None = None
+    root: str | Path,
+    seed: int = 0,
+    noise: float = 0.5,
+    qa_per_digit: int = 5,
+    instructions_per_digit: int | None = None,
 ) -> Path:
     """Writes the files and manifests under ``root`` (idempotent: a finished folder is left as it is).
 
