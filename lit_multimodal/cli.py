@@ -65,7 +65,8 @@ EPILOG = (
     "lit-mm sweep --help (search and seeded finals, local or SLURM), lit-mm report --help (tables and plot), "
     "lit-mm embed --help (ImageBind embedding cache), "
     "lit-mm zeroshot --help (files vs text labels in ImageBind's shared space), "
-    "lit-mm export / chat / demo / serve --help (PandaGPT deltas, terminal and batch chat, web demo, OpenAI API)."
+    "lit-mm export / chat / demo / serve --help (PandaGPT deltas, terminal and batch chat, web demo, OpenAI API), "
+    "lit-mm bind / bind-export / bind-eval / evaluate / emergence --help (binding a modality, measuring transfer)."
 )
 
 USER_ERRORS = (
@@ -405,12 +406,15 @@ def _message(err: BaseException) -> str:
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 FUNCTION_COMMANDS = ("prepare", "sweep", "report", "embed", "zeroshot", "export", "chat", "demo", "serve", "merge")
-FIT_CONFIG_COMMANDS = ("export", "chat", "demo", "serve")
+# Binding and evaluation (docs/emergence.md); ``bind`` itself is ``fit`` of a BindModule config.
+BIND_COMMANDS = ("bind-export", "bind-eval", "evaluate", "emergence")
+FIT_CONFIG_COMMANDS = ("export", "chat", "demo", "serve", "evaluate")
 
 
 def _run_function_command(args: list[str]) -> None:
     """Runs ``lit-mm prepare|sweep|report|embed|zeroshot|export|chat|demo ...``: plain functions via ``auto_cli``."""
     from lit_multimodal.data.prepare_fgvc import prepare_fgvc
+    from lit_multimodal.multimodal.imagebind.bind.commands import BIND_FUNCTIONS
     from lit_multimodal.multimodal.imagebind.commands import embed, zeroshot
     from lit_multimodal.multimodal.pandagpt.chat import chat
     from lit_multimodal.multimodal.pandagpt.demo import demo
@@ -421,6 +425,7 @@ def _run_function_command(args: list[str]) -> None:
     from lit_multimodal.vision.methods.merge import merge
 
     commands = {
+        **BIND_FUNCTIONS,
         "prepare": {"fgvc": prepare_fgvc},
         "sweep": sweep,
         "report": report,
@@ -493,8 +498,10 @@ def main(argv: list[str] | None = None) -> None:
     filter_known_warnings()
     configure_threads()
     try:
-        if args and args[0] in FUNCTION_COMMANDS:
+        if args and args[0] in FUNCTION_COMMANDS + BIND_COMMANDS:
             _run_function_command(args)
+        elif args and args[0] == "bind":
+            LitMMCLI(args=["fit", *args[1:]])
         else:
             LitMMCLI(args=argv)
     except ArgumentError as err:

@@ -26,6 +26,11 @@ COMMANDS = (
     ("merge", "fold a reparameterisable tuning method (LoRA, DoRA, SSF, FacT, RepAdapter) into plain timm weights"),
     ("demo", "PandaGPT web demo (Gradio)"),
     ("serve", "PandaGPT behind an OpenAI-compatible HTTP API (127.0.0.1 by default)"),
+    ("bind", "train one ImageBind encoder against a frozen anchor modality (InfoNCE)"),
+    ("bind-export", "a bound encoder merged into a complete ImageBind state dict"),
+    ("bind-eval", "ImageBind zero-shot classification and retrieval R@k for any pair of modalities"),
+    ("evaluate", "PandaGPT question answering per modality, with the emergent-transfer table"),
+    ("emergence", "the offline emergence quickstart: bind, train on image-text only, evaluate"),
 )
 HELP_FLAGS = ("-h", "--help")
 

@@ -1,0 +1,159 @@
+"""``lit-mm emergence``: the emergence quickstart on CPU, nothing downloaded.
+
+1. Writes the offline multimodal digits (``digits_data``): scans, names, DTMF tones, depth and thermal renders.
+2. ``lit-mm bind``: the tiny ImageBind's image encoder to its frozen text encoder (the stand-in for OpenCLIP's
+   image–text pre-training), exported.
+3. ``lit-mm bind``: audio, depth and thermal encoders, each to the frozen image encoder of step 2; exported into
+   one ImageBind state dict.
+4. ``lit-mm bind-eval``: zero-shot accuracy of every modality against the digit names (the paper's emergent
+   zero-shot classification).
+5. ``lit-mm fit``: PandaGPT on the tiny LLaMA with **image–text instructions only**.
+6. ``lit-mm evaluate``: held-out questions about images, audio, depth and thermal; the emergent-transfer table.
+
+Every step is the public command with a config under ``configs/``; this function only chains them and fills in paths.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lit_multimodal.paths import cache_dir
+
+from .digits_data import DIGIT_WORDS, write_emergence_data
+
+__all__ = ["BOUND_MODALITIES", "emergence"]
+
+CONFIGS = Path(__file__).resolve().parents[4] / "configs"
+BOUND_MODALITIES = ("audio", "depth", "thermal")
+
+
+def _cli(args: list[str]) -> None:
+    from lit_multimodal.cli import main
+
+    main(args)
+
+
+def _bind(config: Path, manifest: Path, checkpoint: str | None, run: Path, cache: Path, epochs: int | None) -> Path:
+    shutil.rmtree(run, ignore_errors=True)  # a fresh run folder: last.ckpt is then this run's
+    args = ["bind", "--config", str(config), "--data.init_args.manifest", str(manifest),
+            "--data.init_args.cache_dir", str(cache), "--trainer.default_root_dir", str(run)]  # fmt: skip
+    if checkpoint is not None:
+        args += ["--model.init_args.checkpoint", checkpoint, "--data.init_args.checkpoint", checkpoint]
+    if epochs is not None:
+        args += ["--trainer.max_epochs", str(epochs), "--trainer.check_val_every_n_epoch", str(epochs)]
+    _cli(args)
+    return run / "checkpoints" / "last.ckpt"
+
+
+def _imagebind_config() -> dict[str, Any]:
+    loaded = yaml.safe_load((CONFIGS / "bind" / "quickstart_image.yaml").read_text())
+    return dict(loaded["model"]["init_args"]["config"])
+
+
+def _pandagpt_config(root: Path, data: Path, imagebind: Path, epochs: int | None) -> Path:
+    config = yaml.safe_load((CONFIGS / "quickstart" / "emergence_pandagpt.yaml").read_text())
+    config["trainer"]["default_root_dir"] = str(root / "pandagpt")
+    if epochs is not None:
+        config["trainer"]["max_epochs"] = epochs
+    embedder = config["model"]["init_args"]["embedder"]["init_args"]
+    embedder["checkpoint"] = str(imagebind)
+    embedder["config"] = _imagebind_config()
+    embedder["cache_dir"] = str(root / "embedding-cache")
+    config["data"]["init_args"]["json_path"] = str(data / "instructions.json")
+    config["data"]["init_args"]["image_root"] = str(data / "images")
+    path = root / "pandagpt.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def emergence(
+    out: str = "runs/emergence",
+    data: str | None = None,
+    seed: int = 0,
+    image_epochs: int | None = None,
+    bind_epochs: int | None = None,
+    pandagpt_epochs: int | None = None,
+) -> dict[str, Any]:
+    """Runs the whole emergence quickstart and prints the emergent-transfer table (CPU only, nothing downloaded).
+
+    Args:
+        out: run folder (bindings, exported ImageBind, PandaGPT run, evaluation JSON).
+        data: folder of the generated data; default ``<cache>/quickstart/emergence-data``.
+        seed: seed of the data (split, pairing, nuisances).
+        image_epochs: epochs of the image–text binding (default: the config's).
+        bind_epochs: epochs of each audio/depth/thermal binding (default: the configs').
+        pandagpt_epochs: epochs of PandaGPT instruction tuning (default: the config's).
+
+    Returns:
+        Paths, ImageBind zero-shot accuracies, the PandaGPT table and the seconds of every step.
+    """
+    root = Path(out).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        times[name] = round(now - clock, 1)
+        clock = now
+        print(f"[emergence] {name}: {times[name]:.1f} s", flush=True)
+
+    folder = write_emergence_data(Path(data) if data else cache_dir() / "quickstart" / "emergence-data", seed=seed)
+    lap("data")
+    cache = root / "embedding-cache"
+    image_ckpt = _bind(CONFIGS / "bind" / "quickstart_image.yaml", folder / "bind_image_text.jsonl", None,
+                       root / "bind_image", cache, image_epochs)  # fmt: skip
+    from .export import bind_export
+
+    stage = root / "imagebind_image.pth"
+    bind_export(str(image_ckpt), str(stage))
+    lap("bind image to text")
+    current = stage
+    for modality in BOUND_MODALITIES:
+        ckpt = _bind(CONFIGS / "bind" / f"quickstart_{modality}.yaml", folder / f"bind_{modality}_image.jsonl",
+                     str(stage), root / f"bind_{modality}", cache, bind_epochs)  # fmt: skip
+        target = root / f"imagebind_{modality}.pth"
+        bind_export(str(ckpt), str(target), checkpoint=str(current))
+        current = target
+        lap(f"bind {modality} to image")
+    final = root / "imagebind_bound.pth"
+    current.replace(final)
+    Path(str(current) + ".json").replace(str(final) + ".json")
+
+    from .evaluate import bind_eval
+
+    zeroshot = {}
+    for modality in ("image", *BOUND_MODALITIES):
+        result = bind_eval(str(folder / f"eval_{modality}.jsonl"), modality, "zeroshot", classes=list(DIGIT_WORDS),
+                           templates="{}", checkpoint=str(final), preset="tiny", config=_imagebind_config(),
+                           cache_dir=str(cache), out=str(root / "imagebind_eval"))  # fmt: skip
+        zeroshot[modality] = {"accuracy": result["accuracy"], "chance": result["chance"]}
+    lap("ImageBind zero-shot evaluation")
+
+    pandagpt_yaml = _pandagpt_config(root, folder, final, pandagpt_epochs)
+    _cli(["fit", "--config", str(pandagpt_yaml)])
+    lap("PandaGPT on image-text instructions")
+
+    from lit_multimodal.multimodal.pandagpt.evaluate import evaluate
+
+    ckpt = root / "pandagpt" / "checkpoints" / "last.ckpt"
+    summary = evaluate(str(folder / "qa.jsonl"), ckpt=str(ckpt), fit_config=str(pandagpt_yaml),
+                       out=str(root / "evaluate"))  # fmt: skip
+    lap("PandaGPT evaluation")
+    result = {
+        "imagebind": str(final),
+        "pandagpt_config": str(pandagpt_yaml),
+        "pandagpt_ckpt": str(ckpt),
+        "imagebind_zeroshot": zeroshot,
+        "pandagpt": summary["table"],
+        "seconds": {**times, "total": round(sum(times.values()), 1)},
+    }
+    (root / "emergence.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
