@@ -166,6 +166,7 @@ class LitMMCLI(LightningCLI):
         if "ckpt_path" in kwargs and getattr(self, "resolved_ckpt_path", None) != kwargs["ckpt_path"]:
             kwargs["ckpt_path"] = self.resolved_ckpt_path
         return kwargs
+
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand == "predict":

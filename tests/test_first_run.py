@@ -366,3 +366,12 @@ def test_backbone_pretraining_and_feature_cache_show_progress(tmp_path, tiny_dat
     _run(["fit", "--config", str(config), "--trainer.max_epochs", "1", "--test_after_fit", "false"])
     err = capfd.readouterr().err
     assert "feature cache: backbone features of 12 images: 3/3 (100 %)" in err
+
+
+def test_a_sweep_validates_a_csv_logger_without_save_dir(tmp_path, tiny_dataset):
+    from lit_multimodal.sweeps.runner import ConfigRenderer
+
+    config = tiny_config(tmp_path, tiny_dataset)
+    parsed = ConfigRenderer().parse(["--config", str(config), "--trainer.logger", "CSVLogger"])
+    assert parsed.trainer.logger.class_path.endswith("CSVLogger")
+    assert parsed.trainer.logger.init_args.save_dir

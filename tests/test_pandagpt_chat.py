@@ -211,3 +211,14 @@ def test_cli_bad_input_file_is_one_line_error(setup, capsys, kind):
 def test_no_input_is_an_error(setup):
     with pytest.raises(ChatInputError):
         setup.engine.encode_inputs({})
+
+
+def test_a_missing_input_file_is_reported_before_anything_loads(tmp_path, monkeypatch):
+    from lit_multimodal.multimodal.pandagpt import chat as chat_module
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input files were checked")
+
+    monkeypatch.setattr(chat_module.PandaGPTChat, "from_files", no_model)
+    with pytest.raises(chat_module.ChatInputError, match="audio file does not exist"):
+        chat_module.chat(ckpt=str(tmp_path / "last.ckpt"), audio=str(tmp_path / "missing.wav"), prompt="What is it?")

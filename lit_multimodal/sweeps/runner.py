@@ -73,8 +73,10 @@ class ConfigRenderer:
 
     def parse(self, args: list[str]):
         """Parses ``lit-mm fit`` arguments; a config that does not validate raises :class:`SweepError`."""
-        try:
-            return self._parser().parser.parse_args(["fit", *args])["fit"]
+        from lit_multimodal.training.loggers import with_logger_save_dir
+
+        try:  # as lit-mm fit parses them: a CSV or TensorBoard logger without save_dir writes into the run directory
+            return self._parser().parser.parse_args(["fit", *with_logger_save_dir(list(args))])["fit"]
         except ArgumentError as err:
             raise SweepError(f"the run config does not validate ({' '.join(args)}):\n{err}") from None
 

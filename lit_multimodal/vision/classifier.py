@@ -111,8 +111,9 @@ class ViTClassifier(nn.Module):
         freeze_all_but(self, self.method.trainable_names(names, set(self.added_names)))
         stages = self._stages()
         trains = [self._stage_trains(stage) for stage in stages]
-        if self.method.shared_across_blocks and any(p.requires_grad for n, p in self.named_parameters()
-                                                    if n in self.added_names):
+        if self.method.shared_across_blocks and any(
+            p.requires_grad for n, p in self.named_parameters() if n in self.added_names
+        ):
             # Parameters outside the blocks that every block reads: every block trains.
             trains[1:-1] = [True] * (len(trains) - 2)
         self._autograd_from = (
