@@ -145,7 +145,7 @@ def test_help_is_fast_and_lists_every_command():
     import subprocess
     import sys
 
-    from lit_multimodal.entry import COMMANDS
+    from lit_multimodal.command_table import COMMANDS
 
     code = (
         "import sys\n"
@@ -161,9 +161,9 @@ def test_help_is_fast_and_lists_every_command():
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout
     usage = proc.stdout.split("\n\n", 1)[0]
-    for name, _ in COMMANDS:
-        assert name in usage
-    assert {name for name, _ in COMMANDS} >= {"fit", "predict", "prepare", "sweep", "report", "chat", "demo", "export"}
+    for entry in COMMANDS:
+        assert entry.name in usage
+    assert {entry.name for entry in COMMANDS} >= {"fit", "predict", "prepare", "sweep", "report", "chat", "demo", "export"}
 
 
 def test_command_help_has_no_rest_markup(capsys):

@@ -64,7 +64,7 @@ def test_vpt_deep_bf16_logits_stay_close_to_fp32():
 
 
 def test_result_json_records_the_precision_that_ran(tmp_path, tiny_dataset, monkeypatch):
-    monkeypatch.setattr("lit_multimodal.cli.auto_precision", lambda accelerator: "bf16-mixed")
+    monkeypatch.setattr("lit_multimodal.fit_config.auto_precision", lambda accelerator: "bf16-mixed")
     config = tiny_config(tmp_path, tiny_dataset)  # no trainer.precision: resolved automatically
     main(["fit", "--config", str(config), "--trainer.max_epochs=1"])
     result = json.loads((tmp_path / "run" / "result.json").read_text())

@@ -26,14 +26,11 @@ from lit_multimodal.data.transforms import (
     TrainTransform,
     build_transform,
 )
+from lit_multimodal.errors import DataError  # defined there; importable from here as before
 
 log = logging.getLogger(__name__)
 
 Sample = tuple[Path, int]
-
-
-class DataError(ValueError):
-    """Bad dataset input: the message names the file (and line or key) at fault."""
 
 
 # What opening an image can raise for a bad file: truncated/unknown data (OSError, UnidentifiedImageError) or more

@@ -27,6 +27,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from lit_multimodal.data.base import DataError
+from lit_multimodal.errors import UserError
 from lit_multimodal.training.resumable_loader import ResumableDataLoader
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ JsonFormat = Literal["auto", "pandagpt", "llava"]
 IMAGE_PLACEHOLDER = "<image>"
 
 
-class BadRecord(ValueError):
+class BadRecord(UserError):
     """One record that cannot be trained on; ``kind`` names the reason for the skip counts."""
 
     def __init__(self, kind: str, message: str) -> None:

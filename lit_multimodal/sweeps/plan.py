@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lit_multimodal.errors import UserError
+
 log = logging.getLogger(__name__)
 
 OFFICIAL_LRS = [50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05]
@@ -30,7 +32,7 @@ RUN_CONFIG = "run_config.yaml"
 _SHORT_NAMES = {"base_lr": "lr", "weight_decay": "wd", "num_prompts": "p"}
 
 
-class SweepError(ValueError):
+class SweepError(UserError):
     """A sweep that cannot run as written; raised before anything is launched."""
 
 

@@ -8,7 +8,6 @@ chosen point per task.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,53 +37,25 @@ Stage = Literal["search", "final"]
 
 
 class ConfigRenderer:
-    """Validates and freezes ``lit-mm fit`` configs in-process with the real LightningCLI parser.
+    """Validates and freezes ``lit-mm fit`` configs in-process, as ``lit-mm fit`` parses them.
 
-    Building the parser takes about a second; parsing one run's arguments with it a fraction of that, so the
-    parser is built once per sweep.
+    Both go through :func:`lit_multimodal.fit_config.parse_fit_config` (its parser is built once per process).
     """
 
-    def __init__(self) -> None:
-        self._cli = None
-
-    def _parser(self):
-        if self._cli is None:
-            from lit_multimodal.cli import LitMMCLI
-
-            class _ParserOnly(LitMMCLI):
-                """Builds the real parser and stops: nothing is parsed, instantiated or run."""
-
-                def parse_arguments(self, parser, args) -> None:
-                    self.config = Namespace(subcommand=None)
-
-                def _set_seed(self) -> None:
-                    pass
-
-                def before_instantiate_classes(self) -> None:
-                    pass
-
-                def instantiate_classes(self) -> None:
-                    pass
-
-            with warnings.catch_warnings():  # "args given while sys.argv holds the sweep's own arguments"
-                warnings.simplefilter("ignore", UserWarning)
-                self._cli = _ParserOnly(args=[], parser_kwargs={"exit_on_error": False})
-        return self._cli
-
-    def parse(self, args: list[str]):
+    def parse(self, args: list[str]) -> Namespace:
         """Parses ``lit-mm fit`` arguments; a config that does not validate raises :class:`SweepError`."""
-        from lit_multimodal.training.loggers import with_logger_save_dir
+        from lit_multimodal.fit_config import parse_fit_config
 
-        try:  # as lit-mm fit parses them: a CSV or TensorBoard logger without save_dir writes into the run directory
-            return self._parser().parser.parse_args(["fit", *with_logger_save_dir(list(args))])["fit"]
+        try:
+            return parse_fit_config(list(args))
         except ArgumentError as err:
             raise SweepError(f"the run config does not validate ({' '.join(args)}):\n{err}") from None
 
     def render(self, args: list[str]) -> str:
         """The complete, resolved YAML config of ``lit-mm fit <args>``."""
-        config = self.parse(args)
-        config.pop("config", None)
-        return self._parser()._parser("fit").dump(config)
+        from lit_multimodal.fit_config import dump_fit_config
+
+        return dump_fit_config(self.parse(args))
 
 
 class SweepIncompleteError(SweepError):

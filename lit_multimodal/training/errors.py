@@ -1,12 +1,12 @@
 """Errors for settings a run cannot use and for training that diverged.
 
-Both derive from :class:`~lit_multimodal.data.base.DataError`, so ``lit-mm`` reports them as one ``error:`` line
-(exit status 1) like every other bad input, instead of a traceback.
+Both derive from :class:`~lit_multimodal.errors.DataError`, a :class:`~lit_multimodal.errors.UserError`, so
+``lit-mm`` reports them as one ``error:`` line (exit status 1) like every other bad input, instead of a traceback.
 """
 
 from __future__ import annotations
 
-from lit_multimodal.data.base import DataError
+from lit_multimodal.errors import DataError
 
 __all__ = ["SettingError", "TrainingDiverged", "check_setting"]
 

@@ -15,10 +15,12 @@ from typing import Any
 
 import torch
 
+from lit_multimodal.errors import UserError
+
 __all__ = ["CheckpointFileError", "pickled_objects_message", "safe_torch_load"]
 
 
-class CheckpointFileError(ValueError):
+class CheckpointFileError(UserError):
     """A checkpoint file that cannot be loaded safely: pickled objects, truncated, or not a torch file."""
 
 

@@ -25,14 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from lit_multimodal.errors import CheckpointError
 from lit_multimodal.file_kind import describe_content
 from lit_multimodal.training.safe_load import safe_torch_load
 
 StateDict = dict[str, torch.Tensor]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the message names the file and the tensors at fault."""
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from lit_multimodal.errors import UserError
 from lit_multimodal.training.safe_load import safe_torch_load
 
 from .config import ImageBindConfig
@@ -25,7 +26,7 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16,
 _SHOWN = 10
 
 
-class ImageBindCheckpointError(ValueError):
+class ImageBindCheckpointError(UserError):
     """A checkpoint that cannot be loaded into the ImageBind model; the message names the file and keys."""
 
 

@@ -89,7 +89,7 @@ class PandaGPTChat:
     def from_files(
         cls,
         ckpt: str | None,
-        config: str | None = None,
+        config: str | Sequence[str] | Any = None,
         imagebind_checkpoint: str | None = None,
         llm_path: str | None = None,
         dtype: str | None = None,
@@ -103,21 +103,29 @@ class PandaGPTChat:
         Args:
             ckpt: delta ``pytorch_model.pt``, Lightning ``last.ckpt`` or DeepSpeed folder; None keeps the
                 untrained LoRA and projection of a fresh model (smoke tests and demos without weights).
-            config: the ``lit-mm fit`` YAML.
+            config: the ``lit-mm fit`` config: a YAML path, the fit arguments (``--config`` files and overrides) or
+                a parsed fit namespace, read as ``lit-mm fit`` reads it.
             imagebind_checkpoint: ImageBind weights (``imagebind_huge.pth``).
             llm_path: base LLM folder (overrides the config's).
             dtype: LLM dtype override.
             device: where both models run.
         """
+        from lit_multimodal.fit_config import read_fit_config
         from lit_multimodal.multimodal.imagebind.encode import ImageBindEncoder
-        from lit_multimodal.multimodal.pandagpt.export import _model_args, build_pandagpt, load_delta, read_checkpoint
+        from lit_multimodal.multimodal.pandagpt.export import (
+            build_pandagpt,
+            load_delta,
+            model_init_args,
+            read_checkpoint,
+        )
 
+        fit = read_fit_config(config)  # parsed once for the model and the embedder
         hparams = read_checkpoint(ckpt)[1] if ckpt else {}
-        model = build_pandagpt(config, hparams, llm_path, dtype)
+        model = build_pandagpt(fit, hparams, llm_path, dtype)
         if ckpt:
             load_delta(model, ckpt)
         model.to(device)
-        embedder = _model_args(config).get("embedder") or {}
+        embedder = model_init_args(fit).get("embedder") or {}
         init = dict(embedder.get("init_args") or {})
         checkpoint = imagebind_checkpoint or init.get("checkpoint")
         preset = init.get("preset", "huge")
@@ -334,7 +342,7 @@ def _pick(logits: torch.Tensor, do_sample: bool, top_p: float, temperature: floa
 
 def chat(
     ckpt: str,
-    fit_config: str | None = None,
+    fit_config: str | list[str] | None = None,
     image: str | None = None,
     audio: str | None = None,
     video: str | None = None,
@@ -365,8 +373,9 @@ def chat(
 
     Args:
         ckpt: the delta ``pytorch_model.pt``, a training ``last.ckpt`` or a DeepSpeed checkpoint folder.
-        fit_config: the ``lit-mm fit`` YAML the model was trained with (base LLM, LoRA settings, ImageBind);
-            ``--config`` on the command line.
+        fit_config: the ``lit-mm fit`` config the model was trained with (base LLM, LoRA settings, ImageBind): a
+            YAML path or the fit arguments; on the command line ``--config a.yaml [--config b.yaml]
+            [--model.init_args.x y]``, read exactly as ``lit-mm fit`` reads them.
         image: image file.
         audio: audio file (wav).
         video: video file.

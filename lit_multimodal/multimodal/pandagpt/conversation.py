@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch.nn.utils import rnn
 
+from lit_multimodal.errors import UserError
+
 __all__ = [
     "IGNORE_INDEX",
     "PROMPT_START",
@@ -47,7 +49,7 @@ PROMPT_START = "### Human: <Img>"
 ROLES = ("human", "gpt")
 
 
-class ConversationError(ValueError):
+class ConversationError(UserError):
     """A conversation that PandaGPT cannot train on; the message says which turn and why."""
 
 

@@ -320,7 +320,7 @@ def build_ui(
 
 
 def demo(
-    fit_config: str,
+    fit_config: str | list[str],
     ckpt: str | None = None,
     host: str = "127.0.0.1",
     port: int = 7860,
@@ -344,8 +344,9 @@ def demo(
     link).
 
     Args:
-        fit_config: the ``lit-mm fit`` YAML of the model (``--config`` on the command line), e.g.
-            ``configs/pandagpt_7b.yaml`` or ``configs/quickstart/pandagpt.yaml``.
+        fit_config: the ``lit-mm fit`` config of the model: a YAML path or the fit arguments; on the command line
+            ``--config a.yaml [--config b.yaml] [--model.init_args.x y]``, read exactly as ``lit-mm fit`` reads them
+            (e.g. ``configs/pandagpt_7b.yaml`` or ``configs/quickstart/pandagpt.yaml``).
         ckpt: the delta ``pytorch_model.pt``, a ``last.ckpt`` or a DeepSpeed folder; leave out to run the
             untrained LoRA and projection (the page says so).
         host: address to listen on (``0.0.0.0`` for every interface).

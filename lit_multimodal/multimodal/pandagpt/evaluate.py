@@ -120,7 +120,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 def evaluate(
     manifest: str,
     ckpt: str | None = None,
-    fit_config: str | None = None,
+    fit_config: str | list[str] | None = None,
     imagebind_checkpoint: str | None = None,
     out: str | None = None,
     greedy: bool = True,
@@ -141,7 +141,8 @@ def evaluate(
     Args:
         manifest: jsonl/csv of ``modality``, ``file``, ``question``, ``answer`` and/or ``choices``.
         ckpt: PandaGPT checkpoint (``last.ckpt``, delta or DeepSpeed folder).
-        fit_config: the ``lit-mm fit`` YAML of the model (``--config`` on the command line).
+        fit_config: the ``lit-mm fit`` config of the model: a YAML path or the fit arguments; on the command line
+            ``--config a.yaml [--config b.yaml] [--model.init_args.x y]``, read exactly as ``lit-mm fit`` reads them.
         imagebind_checkpoint: ImageBind weights (overrides the config's embedder checkpoint).
         out: output folder.
         greedy: greedy decoding (default); False: the official nucleus sampling (``top_p``, ``temperature``).

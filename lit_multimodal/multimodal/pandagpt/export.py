@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lit_multimodal.errors import CheckpointError
 from lit_multimodal.training.safe_load import safe_torch_load
-from lit_multimodal.vision.checkpoint_readers import CheckpointError
+
+if TYPE_CHECKING:
+    from jsonargparse import Namespace
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ __all__ = [
     "delta_state_dict",
     "export",
     "load_delta",
+    "model_init_args",
     "read_trainable_state",
 ]
 
@@ -144,21 +149,22 @@ def delta_state_dict(model: torch.nn.Module) -> OrderedDict[str, torch.Tensor]:
     )
 
 
-def _model_args(config: str | None) -> dict[str, Any]:
-    if not config:
-        return {}
-    import yaml
+def model_init_args(config: str | Sequence[str] | Namespace | None) -> dict[str, Any]:
+    """``model.init_args`` of a fit config as ``lit-mm fit`` parses it (defaults filled), as plain dicts.
 
-    path = Path(config).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"config {path} does not exist")
-    loaded = yaml.safe_load(path.read_text()) or {}
-    model = loaded.get("model") or {}
-    return dict(model.get("init_args") or {})
+    Args:
+        config: see :func:`lit_multimodal.fit_config.read_fit_config`; None gives ``{}``.
+    """
+    from lit_multimodal.fit_config import read_fit_config
+
+    fit = read_fit_config(config)
+    model = fit.get("model") if fit is not None else None
+    init_args = model.get("init_args") if model is not None else None
+    return init_args.as_dict() if init_args is not None else {}
 
 
 def build_pandagpt(
-    config: str | None = None,
+    config: str | Sequence[str] | Namespace | None = None,
     hparams: dict[str, Any] | None = None,
     llm_path: str | None = None,
     dtype: str | None = None,
@@ -166,7 +172,10 @@ def build_pandagpt(
     """A PandaGPT module without embedder, from a fit config's ``model.init_args`` and/or saved hyper-parameters.
 
     Args:
-        config: a ``lit-mm fit`` YAML whose model is PandaGPT (its ``init_args`` win over ``hparams``).
+        config: the ``lit-mm fit`` config whose model is PandaGPT: a YAML path, the fit arguments
+            (``["--config", "a.yaml", "--config", "b.yaml", "--model.init_args.lora_r", "8"]``) or a parsed fit
+            namespace, read as ``lit-mm fit`` reads it (:func:`~lit_multimodal.fit_config.read_fit_config`); its
+            model settings win over ``hparams``.
         hparams: hyper-parameters saved in a Lightning checkpoint.
         llm_path: overrides the base LLM folder.
         dtype: overrides the LLM dtype (``float32``, ``bfloat16``, ``float16``, ``auto``).
@@ -176,7 +185,7 @@ def build_pandagpt(
     from lit_multimodal.multimodal.pandagpt.module import PandaGPT
 
     accepted = set(inspect.signature(PandaGPT.__init__).parameters) - {"self"}
-    args = {k: v for k, v in {**(hparams or {}), **_model_args(config)}.items() if k in accepted}
+    args = {k: v for k, v in {**(hparams or {}), **model_init_args(config)}.items() if k in accepted}
     args.pop("embedder", None)
     if llm_path:
         args["llm_path"] = llm_path
@@ -209,7 +218,7 @@ def _save_projection(model: torch.nn.Module, path: Path) -> None:
 def export(
     ckpt_path: str,
     out: str,
-    fit_config: str | None = None,
+    fit_config: str | list[str] | None = None,
     llm_path: str | None = None,
     merge: bool = False,
     dtype: str | None = None,
@@ -225,8 +234,9 @@ def export(
         ckpt_path: Lightning ``last.ckpt`` (trainable tensors only), a DeepSpeed checkpoint folder, or a delta
             (``--ckpt``, the former name, still works).
         out: output folder (created).
-        fit_config: the ``lit-mm fit`` YAML used for training (base LLM and LoRA settings; ``--config`` on the
-            command line); default: the hyper-parameters stored in the checkpoint.
+        fit_config: the ``lit-mm fit`` config used for training (base LLM and LoRA settings): a YAML path or the
+            fit arguments; on the command line ``--config a.yaml [--config b.yaml] [--model.init_args.x y]``, read
+            exactly as ``lit-mm fit`` reads them. Default: the hyper-parameters stored in the checkpoint.
         llm_path: base LLM folder; overrides the config's.
         merge: also write the merged full model into ``out/merged``.
         dtype: dtype to load the base LLM in (default: the config's).

@@ -278,7 +278,7 @@ def build_app(
 
 
 def serve(
-    fit_config: str,
+    fit_config: str | list[str],
     ckpt: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -300,7 +300,8 @@ def serve(
     OpenAI client: ``OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="none")``.
 
     Args:
-        fit_config: the ``lit-mm fit`` YAML of the model (``--config`` on the command line).
+        fit_config: the ``lit-mm fit`` config of the model: a YAML path or the fit arguments; on the command line
+            ``--config a.yaml [--config b.yaml] [--model.init_args.x y]``, read exactly as ``lit-mm fit`` reads them.
         ckpt: delta ``pytorch_model.pt``, ``last.ckpt`` or DeepSpeed folder; leave out for the untrained LoRA and
             projection.
         host: address to bind (127.0.0.1: this machine only; ``0.0.0.0`` exposes it to the network).

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lit_multimodal.errors import UserError
 from lit_multimodal.multimodal.pandagpt.chat import MODALITY_ORDER
 
 __all__ = ["ChatRequest", "RequestError", "parse_request"]
@@ -50,7 +51,7 @@ SUFFIX_BY_MIME = {
 }
 
 
-class RequestError(Exception):
+class RequestError(UserError):
     """A request the server refuses; rendered as OpenAI's error JSON.
 
     Args:

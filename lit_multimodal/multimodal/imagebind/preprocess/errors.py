@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 
+from lit_multimodal.errors import UserError
+
 __all__ = ["InputError", "describe_path"]
 
 
-class InputError(ValueError):
+class InputError(UserError):
     """An input file that cannot be turned into an ImageBind input tensor.
 
     Every message starts with the offending file and says what was found and what was expected, e.g.
