@@ -407,20 +407,27 @@ class _FitParserOnly(LitMMCLI):
 
 
 @functools.cache
-def _fit_parser_cli() -> _FitParserOnly:
-    """Built once per process: about a second (every model family is imported); each parse is a fraction of it."""
+def _fit_parser_cli(require_data: bool = True) -> _FitParserOnly:
+    """Built once per process: about a second (every model family is imported); each parse is a fraction of it.
+
+    Without ``require_data`` the ``data`` section may be left out (LightningCLI's parser when no DataModule class
+    is forced); everything else is the same parser.
+    """
+    kwargs = {} if require_data else {"datamodule_class": None}
     with warnings.catch_warnings():  # "args given while sys.argv holds the calling command's own arguments"
         warnings.simplefilter("ignore", UserWarning)
-        return _FitParserOnly(args=[])
+        return _FitParserOnly(args=[], **kwargs)
 
 
-def parse_fit_config(args: Sequence[str]) -> Namespace:
+def parse_fit_config(args: Sequence[str], require_data: bool = True) -> Namespace:
     """The fit namespace ``lit-mm fit <args>`` would run, without instantiating or training anything.
 
     Args:
         args: the arguments a user gives ``lit-mm fit``: ``--config a.yaml --config b.yaml`` (merged left to
             right), dotted overrides (``--model.init_args.lora_r 8`` or ``--model.lora_r 8``,
             ``--trainer.max_epochs=3``), ``--seed_everything 1``.
+        require_data: as ``lit-mm fit``, a config without a ``data`` section is an error; False accepts one
+            (the commands that only build the model from it: ``chat``, ``export``, ``demo``, ...).
 
     Returns:
         The ``fit`` namespace: defaults filled, ``model.num_classes`` from the data, the run directory, logger
@@ -431,7 +438,7 @@ def parse_fit_config(args: Sequence[str]) -> Namespace:
             and key).
         DataError: ``model.num_classes`` and the data's class count disagree.
     """
-    cli = _fit_parser_cli()
+    cli = _fit_parser_cli(require_data)
     return complete_fit_config(parse_command_line(cli.parser, ["fit", *args])["fit"])
 
 
@@ -445,6 +452,9 @@ def dump_fit_config(config: Namespace) -> str:
 def read_fit_config(source: str | os.PathLike[str] | Sequence[str] | Namespace | None) -> Namespace | None:
     """A fit config given in any of the forms the commands accept, parsed by :func:`parse_fit_config`.
 
+    The ``data`` section may be left out (the model-reading commands need only the model); when given, it is
+    validated as ``lit-mm fit`` validates it.
+
     Args:
         source: a ``lit-mm fit`` YAML path; a list of fit arguments (``["--config", "a.yaml", "--config",
             "b.yaml", "--model.init_args.lora_r", "8"]``, what the command line collects); an already parsed
@@ -453,5 +463,5 @@ def read_fit_config(source: str | os.PathLike[str] | Sequence[str] | Namespace |
     if source is None or isinstance(source, Namespace):
         return source
     if isinstance(source, (str, os.PathLike)):
-        return parse_fit_config(["--config", os.fspath(source)])
-    return parse_fit_config([str(arg) for arg in source])
+        return parse_fit_config(["--config", os.fspath(source)], require_data=False)
+    return parse_fit_config([str(arg) for arg in source], require_data=False)
