@@ -163,7 +163,8 @@ def test_help_is_fast_and_lists_every_command():
     usage = proc.stdout.split("\n\n", 1)[0]
     for entry in COMMANDS:
         assert entry.name in usage
-    assert {entry.name for entry in COMMANDS} >= {"fit", "predict", "prepare", "sweep", "report", "chat", "demo", "export"}
+    names = {entry.name for entry in COMMANDS}
+    assert names >= {"fit", "predict", "prepare", "sweep", "report", "chat", "demo", "export"}
 
 
 def test_command_help_has_no_rest_markup(capsys):
