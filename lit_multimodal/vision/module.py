@@ -16,7 +16,7 @@ from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
 from lit_multimodal.training.errors import TrainingDiverged, check_setting
 from lit_multimodal.training.loggers import log_hparams
 from lit_multimodal.training.metrics import StageMetrics, report_test_details
-from lit_multimodal.training.optim import OptimConfig, build_optimizer, build_scheduler, check_optim, scaled_lr
+from lit_multimodal.vision.recipe import OptimConfig, build_optimizer, build_scheduler, check_optim, scaled_lr
 from lit_multimodal.vision.backbones import BackboneConfig, build_vit
 from lit_multimodal.vision.checkpoint_identity import image_classifier_identity
 from lit_multimodal.vision.checkpoints import load_backbone_checkpoint

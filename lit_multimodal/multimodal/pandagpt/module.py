@@ -25,7 +25,7 @@ from lit_multimodal.multimodal.pandagpt.projector import ProjectorKind, build_pr
 from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
 from lit_multimodal.training.errors import TrainingDiverged, check_setting
 from lit_multimodal.training.loggers import log_hparams
-from lit_multimodal.training.warmup_decay import build_warmup_decay_scheduler, pandagpt_warmup_steps
+from lit_multimodal.multimodal.pandagpt.schedule import build_warmup_decay_scheduler, pandagpt_warmup_steps
 
 log = logging.getLogger(__name__)
 
