@@ -11,18 +11,18 @@ import warnings
 from typing import Any
 
 _NEW_HOME = "lit_multimodal.vision.recipe"
-__all__ = [
+_MOVED = (
     "OptimConfig",
     "build_optimizer",
     "build_scheduler",
     "check_optim",
     "scaled_lr",
     "warmup_cosine_factor",
-]
+)
 
 
 def __getattr__(name: str) -> Any:
-    if name not in __all__:
+    if name not in _MOVED:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     warnings.warn(f"{__name__} moved to {_NEW_HOME}; import {name} from there", DeprecationWarning, stacklevel=2)
     return getattr(importlib.import_module(_NEW_HOME), name)

@@ -39,8 +39,7 @@ class ParamCounts:
 
 
 def param_numel(param: nn.Parameter) -> int:
-    """Elements of a parameter; under DeepSpeed ZeRO-3 a partitioned one has ``numel() == 0`` and its size in
-    ``ds_numel``."""
+    """Elements of a parameter, also under DeepSpeed ZeRO-3 (a partitioned one keeps its size in ``ds_numel``)."""
     return int(getattr(param, "ds_numel", param.numel()))
 
 

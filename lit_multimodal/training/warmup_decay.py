@@ -11,11 +11,11 @@ import warnings
 from typing import Any
 
 _NEW_HOME = "lit_multimodal.multimodal.pandagpt.schedule"
-__all__ = ["build_warmup_decay_scheduler", "pandagpt_lr_factor", "pandagpt_warmup_steps", "update_lr_factor"]
+_MOVED = ("build_warmup_decay_scheduler", "pandagpt_lr_factor", "pandagpt_warmup_steps", "update_lr_factor")
 
 
 def __getattr__(name: str) -> Any:
-    if name not in __all__:
+    if name not in _MOVED:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     warnings.warn(f"{__name__} moved to {_NEW_HOME}; import {name} from there", DeprecationWarning, stacklevel=2)
     return getattr(importlib.import_module(_NEW_HOME), name)
