@@ -4,6 +4,11 @@ Only the LoRA matrices (on ``q/k/v/o_proj`` by default) and ``llama_proj`` (``Li
 train. The attribute names ``llama_model`` / ``llama_proj`` are the official ones, so the trainable state-dict
 keys are those of the official delta checkpoint (``llama_model.base_model.model.model.layers.{i}.self_attn.
 q_proj.lora_A.default.weight``, ``llama_proj.weight``, ...).
+
+This module wires the pieces into the LightningModule; each piece has its own file: the base LLM's loading
+(``llm.py``), LoRA (``lora.py``), the projector (``projector.py``), the soft-token splice shared with chat
+(``splice.py``), the loss and ``gen_acc`` (``loss.py``) and the schedule (``schedule.py``). Counting, hparams and
+the trainable-only checkpoints come from :class:`~lit_multimodal.training.module_base.LitMMModule`.
 """
 
 from __future__ import annotations
