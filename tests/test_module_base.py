@@ -103,6 +103,15 @@ def test_fit_start_counts_logs_the_run_hparams_and_the_lr_of_every_step(tmp_path
     assert lrs == pytest.approx([0.05, 0.025, 0.0125])
 
 
+def test_only_the_metrics_of_existing_splits_are_declared():
+    model = Tiny()
+    model.hparam_metrics = ("train/loss", "val/loss", "test/top1")
+    model.trainer = SimpleNamespace(datamodule=SimpleNamespace(has_split=lambda role: role in ("train", "val")))
+    assert model.declared_metrics() == {"train/loss": 0.0, "val/loss": 0.0}
+    model.trainer = SimpleNamespace(datamodule=None)  # nothing tells the splits: every metric is declared
+    assert model.declared_metrics() == {"train/loss": 0.0, "val/loss": 0.0, "test/top1": 0.0}
+
+
 def test_deepspeed_gets_exclude_frozen_parameters_from_the_base():
     from lightning.pytorch.strategies import DDPStrategy
 

@@ -102,8 +102,14 @@ class LitMMModule(TrainableOnlyCheckpoints):
         }
 
     def declared_metrics(self) -> dict[str, float]:
-        """The :attr:`hparam_metrics` with their placeholder values for the HParams declaration."""
-        return {name: 0.0 for name in self.hparam_metrics}
+        """The :attr:`hparam_metrics` of the splits this run has, with placeholder values.
+
+        Declaring a metric writes a 0 placeholder that TensorBoard shows until a real value replaces it, so the
+        metrics of a split the data module does not have (``has_split``; a search run has no test split) are left
+        out.
+        """
+        has_split = getattr(getattr(self.trainer, "datamodule", None), "has_split", lambda role: True)
+        return {name: 0.0 for name in self.hparam_metrics if has_split(name.split("/")[0])}
 
     # -- fit start -----------------------------------------------------------------------------------
     def exclude_frozen_parameters_under_deepspeed(self) -> None:

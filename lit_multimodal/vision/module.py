@@ -290,15 +290,6 @@ class ImageClassifier(LitMMModule):
         if self.load_report is not None:
             rank_zero_info(self.load_report.summary())
 
-    def declared_metrics(self) -> dict[str, float]:
-        """The metrics of the splits this run has.
-
-        Declaring a metric writes a 0 placeholder that TensorBoard shows until a real value replaces it, so a
-        search run (no test split) does not declare ``test/top1``.
-        """
-        has_split = getattr(getattr(self.trainer, "datamodule", None), "has_split", lambda role: True)
-        return {name: value for name, value in super().declared_metrics().items() if has_split(name.split("/")[0])}
-
     def run_hparams(self) -> dict[str, Any]:
         """The tuning method, prompt length, architecture and optimiser settings."""
         return {
