@@ -99,3 +99,12 @@ def test_reference_in_bf16_is_a_variant_of_its_own():
     bf16 = vpt_step.parse_variant("reference@bf16", "fp32")
     assert (fp32.name, fp32.precision) == ("reference", "fp32")
     assert (bf16.name, bf16.precision, bf16.attention) == ("reference@bf16", "bf16", "reference")
+
+
+def test_both_step_benchmarks_read_one_peak_table():
+    lora_step, vpt_step = _load("pandagpt_lora_step"), _load("vpt_step")
+    assert lora_step.peak_tflops is vpt_step.peak_tflops  # experiments/bench/gpu_peaks.py
+    # An H100 PCIe has a lower bf16 peak than the SXM part; the LoRA benchmark's MFU once used the SXM figure.
+    assert lora_step.peak_bf16_tflops("NVIDIA H100 PCIe") == 756.0 == vpt_step.peak_tflops("NVIDIA H100 PCIe")["bf16"]
+    assert lora_step.peak_bf16_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert lora_step.peak_bf16_tflops("NVIDIA H200") == 989.4 and lora_step.peak_bf16_tflops(None) is None

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lit_multimodal.training.optim import (
+from lit_multimodal.vision.recipe import (
     OptimConfig,
     build_optimizer,
     build_scheduler,
@@ -79,3 +79,17 @@ def test_scheduler_steps_per_epoch():
     expected = [2.0 * warmup_cosine_factor(e, 2, 6) for e in range(6)]
     assert lrs == pytest.approx(expected)
     assert lrs[0] == 0.0 and lrs[2] == pytest.approx(2.0)
+
+
+def test_old_import_paths_of_the_recipes_still_resolve_to_the_moved_objects():
+    import lit_multimodal.multimodal.pandagpt.schedule as schedule
+    import lit_multimodal.training.optim as old_optim
+    import lit_multimodal.training.warmup_decay as old_schedule
+    import lit_multimodal.vision.recipe as recipe
+
+    with pytest.warns(DeprecationWarning, match="vision.recipe"):
+        assert old_optim.OptimConfig is recipe.OptimConfig
+    with pytest.warns(DeprecationWarning, match="pandagpt.schedule"):
+        assert old_schedule.build_warmup_decay_scheduler is schedule.build_warmup_decay_scheduler
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        old_optim.nothing  # noqa: B018

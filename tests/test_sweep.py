@@ -417,3 +417,48 @@ def test_a_success_without_metrics_is_not_done(tmp_path):
     _fake_result(tmp_path / "empty", "success", None)  # a resumed run that trained and validated nothing
     _fake_result(tmp_path / "full", "success", 0.5)
     assert not is_done(tmp_path / "empty") and is_done(tmp_path / "full")
+
+
+# -- a sweep over another module names its learning-rate key ------------------------------------------------
+
+PANDAGPT_LR, PANDAGPT_WD = "model.init_args.lr", "model.init_args.weight_decay"
+PANDAGPT_SWEEP = {
+    "base_config": ["configs/quickstart/pandagpt.yaml"],
+    "tasks": ["digits"],
+    "task_arg": None,
+    "search_args": {},
+    "final_args": {},
+    "metric": "val/gen_acc",
+}
+
+
+def test_the_sweep_file_names_its_learning_rate_key_and_the_checks_follow_it(tmp_path):
+    from lit_multimodal.sweeps.plan import default_grid
+
+    grid = {PANDAGPT_LR: [0.02, -0.01], PANDAGPT_WD: [0.0]}
+    # PandaGPT accepts any float at parse time, so only the check of the named key can refuse -0.01.
+    with pytest.raises(SweepError, match=r"model.init_args.lr must be positive.*gives -0.01"):
+        sweep("pg", **PANDAGPT_SWEEP, grid=grid, lr_key=PANDAGPT_LR, wd_key=PANDAGPT_WD,
+              out_dir=str(tmp_path / "s"), dry_run=True)  # fmt: skip
+    assert default_grid(PANDAGPT_LR, PANDAGPT_WD) == {
+        PANDAGPT_LR: [50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05],
+        PANDAGPT_WD: [0.01, 0.001, 0.0001, 0.0],
+    }
+    assert default_grid() == {LR_KEY: default_grid(PANDAGPT_LR)[PANDAGPT_LR], WD_KEY: [0.01, 0.001, 0.0001, 0.0]}
+
+
+def test_selection_records_the_learning_rate_of_the_named_key(tmp_path):
+    from lit_multimodal.sweeps.runner import Sweep
+
+    plan = Sweep(name="pg", **PANDAGPT_SWEEP, grid={PANDAGPT_LR: [0.02, 0.01], PANDAGPT_WD: [0.001]}, search_seed=0,
+                 final_seeds=[1], extra_args=[], out_dir=tmp_path, lr_key=PANDAGPT_LR, wd_key=PANDAGPT_WD)  # fmt: skip
+    runs = plan.search_runs({"digits": "pandagpt"})
+    assert [spec.name for spec in runs] == ["lr0.02_wd0.001_seed0", "lr0.01_wd0.001_seed0"]
+    for spec, gen_acc in zip(runs, (0.4, 0.7), strict=True):
+        write_json_atomic(
+            tmp_path / spec.run_dir / "result.json", {"status": "success", "metrics": {"val/gen_acc": gen_acc}}
+        )
+    selection, problems = plan.select(runs)
+    assert not problems
+    assert selection["digits"]["base_lr"] == 0.01 and selection["digits"]["weight_decay"] == 0.001
+    assert selection["digits"]["params"] == {PANDAGPT_LR: 0.01, PANDAGPT_WD: 0.001}

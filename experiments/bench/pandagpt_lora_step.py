@@ -48,6 +48,9 @@ from unittest import mock
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_peaks import peak_tflops  # noqa: E402
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SHAPES = {
     "7b": dict(
@@ -58,14 +61,13 @@ SHAPES = {
 VARIANTS = ("plain", "plain+ckpt", "deepspeed2", "deepspeed2+ckpt")
 DEFAULT_VARIANTS = ("plain", "plain+ckpt", "deepspeed2")
 WORKER_SETTINGS = ("device", "shape", "length", "micro_batch", "max_micro_batch", "memory_fraction", "warmup", "steps")
-BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense bf16 tensor-core peaks by GPU name
 EMBED_DIM = 1024
 PROMPT_TOKENS = 40  # the human turn before the reply: masked out of the loss like the official labels
 
 
 def peak_bf16_tflops(gpu: str | None) -> float | None:
     """Dense bf16 peak TFLOP/s of a GPU by name (None when unknown or on CPU)."""
-    return next((peak for name, peak in BF16_PEAK_TFLOPS.items() if gpu and name in gpu), None)
+    return (peak_tflops(gpu) or {}).get("bf16")
 
 
 def flops_per_token(config, trainable: int, length: int) -> dict[str, float]:

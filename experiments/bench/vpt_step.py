@@ -49,6 +49,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_peaks import peak_tflops  # noqa: E402
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_METHODS = ("vpt_deep_p50", "vpt_deep_p5", "vpt_shallow_p50", "linear", "full")
 PROMPT_TUNINGS = ("vpt_deep", "vpt_shallow")
@@ -295,9 +298,9 @@ def build_model(variant: Variant, settings: Settings):
     """The benchmarked ``ImageClassifier`` (random weights) with its tuning, attention and compile options."""
     import types
 
-    from lit_multimodal.training.optim import OptimConfig
     from lit_multimodal.vision.backbones import BackboneConfig
     from lit_multimodal.vision.module import ImageClassifier
+    from lit_multimodal.vision.recipe import OptimConfig
 
     method = variant.method
     model = ImageClassifier(
@@ -373,7 +376,7 @@ def _baseline(device: torch.device) -> float:
 
 def _bare_loop(conn, model, loader, variant: Variant, settings: Settings, device, sync) -> None:
     """Forward + backward + SGD update in plain PyTorch on the same module and loader."""
-    from lit_multimodal.training.optim import OptimConfig, build_optimizer
+    from lit_multimodal.vision.recipe import OptimConfig, build_optimizer
 
     model = model.to(device).train()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -455,25 +458,6 @@ def _lightning_loop(conn, model, loader, variant: Variant, settings: Settings, d
 # Driver
 # --------------------------------------------------------------------------------------------------
 
-# Dense peak TFLOP/s (bf16 tensor cores, fp32 without TF32) for the MFU column, by GPU name.
-PEAK_TFLOPS = {
-    "H100 SXM": {"bf16": 989.4, "fp32": 66.9},
-    "H100 PCIe": {"bf16": 756.0, "fp32": 51.2},
-    "H100": {"bf16": 989.4, "fp32": 66.9},
-    "H200": {"bf16": 989.4, "fp32": 66.9},
-    "A100": {"bf16": 312.0, "fp32": 19.5},
-}
-
-
-def peak_tflops(gpu: str | None) -> dict[str, float] | None:
-    """Peak dense TFLOP/s of a GPU by its name, or None when unknown (or on CPU)."""
-    if not gpu:
-        return None
-    for name, peaks in PEAK_TFLOPS.items():
-        if all(part in gpu for part in name.split()):
-            return peaks
-    return None
-
 
 def hardware(device: str) -> dict:
     """CPU model, cores and bf16 instructions, thread count, library versions and the GPU name (if used)."""
@@ -515,7 +499,7 @@ def run(variants: list[Variant], settings: Settings, rounds: int, steps: int) ->
         # Fresh processes forked from a server that imported torch and the model code once (saves ~10 s
         # a worker); the server never runs a tensor op, so no thread pool or CUDA state is inherited.
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "lit_multimodal.vision.module", "lit_multimodal.training.optim"])
+        ctx.set_forkserver_preload(["torch", "lit_multimodal.vision.module", "lit_multimodal.vision.recipe"])
     else:
         ctx = mp.get_context("spawn")
     workers = {}

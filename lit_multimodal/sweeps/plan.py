@@ -23,8 +23,11 @@ log = logging.getLogger(__name__)
 OFFICIAL_LRS = [50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05]
 OFFICIAL_WDS = [0.01, 0.001, 0.0001, 0.0]
 FINAL_SEEDS = [42, 44, 82, 100, 800]
-LR_KEY = "model.init_args.optim.base_lr"
-WD_KEY = "model.init_args.optim.weight_decay"
+# Defaults of a sweep file's ``lr_key`` / ``wd_key``: where the image classifier (VPT recipe) keeps them. A sweep
+# over another module names its own keys (PandaGPT: ``model.init_args.lr``, ``model.init_args.weight_decay``).
+DEFAULT_LR_KEY = "model.init_args.optim.base_lr"
+DEFAULT_WD_KEY = "model.init_args.optim.weight_decay"
+LR_KEY, WD_KEY = DEFAULT_LR_KEY, DEFAULT_WD_KEY  # the names these had before sweep files named their keys
 MANIFEST = "manifest.jsonl"
 SELECTION = "selection.json"
 RUN_CONFIG = "run_config.yaml"
@@ -110,6 +113,30 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
         raise SweepError(f"grid keys without values: {empty}")
     keys = list(grid)
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def default_grid(lr_key: str = DEFAULT_LR_KEY, wd_key: str = DEFAULT_WD_KEY) -> dict[str, list[Any]]:
+    """The official grid (10 learning rates × 4 weight decays) over the sweep's learning-rate and decay keys."""
+    return {lr_key: list(OFFICIAL_LRS), wd_key: list(OFFICIAL_WDS)}
+
+
+def check_grid_values(config: Any, point: dict[str, Any], lr_key: str, wd_key: str) -> None:
+    """Values a parser accepts by type but no run can use: a learning rate <= 0 or a negative weight decay.
+
+    Args:
+        config: the parsed run config (a jsonargparse Namespace) of the grid point.
+        point: the grid point, for the message.
+        lr_key: the sweep's learning-rate key.
+        wd_key: the sweep's weight-decay key.
+
+    Raises:
+        SweepError: naming the key, the point and the value.
+    """
+    for key in (lr_key, wd_key):
+        value = config.get(key) if key in config else None
+        if isinstance(value, (int, float)) and (value < 0 or (key == lr_key and value == 0)):
+            what = "positive" if key == lr_key else "zero or positive"
+            raise SweepError(f"{key} must be {what}; the grid point {point} gives {value}")
 
 
 def override_args(values: dict[str, Any]) -> list[str]:

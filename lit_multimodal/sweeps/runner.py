@@ -16,16 +16,16 @@ from jsonargparse import ArgumentError, Namespace
 
 from lit_multimodal.sweeps.launchers import LocalLauncher, SlurmLauncher, SlurmOptions, is_done
 from lit_multimodal.sweeps.plan import (
+    DEFAULT_LR_KEY,
+    DEFAULT_WD_KEY,
     FINAL_SEEDS,
-    LR_KEY,
-    OFFICIAL_LRS,
-    OFFICIAL_WDS,
     RUN_CONFIG,
     SELECTION,
-    WD_KEY,
     RunSpec,
     SweepError,
     append_manifest,
+    check_grid_values,
+    default_grid,
     grid_points,
     override_args,
     run_id,
@@ -82,6 +82,8 @@ class Sweep:
     metric: str
     extra_args: list[str]
     out_dir: Path
+    lr_key: str = DEFAULT_LR_KEY
+    wd_key: str = DEFAULT_WD_KEY
     renderer: ConfigRenderer = field(default_factory=ConfigRenderer)
 
     def configs_for(self, task: str) -> list[str]:
@@ -119,7 +121,7 @@ class Sweep:
         for task, point in checks:
             for stage_args in (self.search_args, self.final_args):
                 config = self.renderer.parse(self.args_for(task, stage_args, point, self.search_seed))
-                _check_values(config, point)
+                check_grid_values(config, point, self.lr_key, self.wd_key)
             if point is points[0]:
                 tuning = config.model.init_args.get("tuning", "?") if config.get("model") else "?"
                 tunings[task] = tuning if isinstance(tuning, str) else _method_name(tuning)
@@ -200,8 +202,8 @@ class Sweep:
             best_value, _, best = scored[0]
             selection[task] = {
                 "params": best.params,
-                "base_lr": best.params.get(LR_KEY),
-                "weight_decay": best.params.get(WD_KEY),
+                "base_lr": best.params.get(self.lr_key),
+                "weight_decay": best.params.get(self.wd_key),
                 self.metric: -best_value,
                 "run_id": best.id,
                 "run_dir": best.run_dir,
@@ -215,15 +217,6 @@ def _metric(run_dir: Path, metric: str) -> float | None:
     if result_status(result) != "success":
         return None
     return result.get("metrics", {}).get(metric)
-
-
-def _check_values(config: Namespace, point: dict[str, Any]) -> None:
-    """Values the parser accepts by type but no run can use: a negative learning rate or weight decay."""
-    for key in (LR_KEY, WD_KEY):
-        value = config.get(key) if key in config else None
-        if isinstance(value, (int, float)) and (value < 0 or (key == LR_KEY and value == 0)):
-            what = "positive" if key == LR_KEY else "zero or positive"
-            raise SweepError(f"{key} must be {what}; the grid point {point} gives {value}")
 
 
 def _check_known_tasks(tasks: list[str], task_arg: str | None) -> None:
@@ -296,6 +289,8 @@ def sweep(
     metric: str = "val/top1",
     extra_args: list[str] | None = None,
     out_dir: str | None = None,
+    lr_key: str = DEFAULT_LR_KEY,
+    wd_key: str = DEFAULT_WD_KEY,
     stages: list[Stage] | None = None,
     launcher: Literal["local", "slurm"] = "local",
     max_parallel: int = 1,
@@ -330,6 +325,11 @@ def sweep(
         extra_args: extra ``lit-mm fit`` arguments for every run, e.g. ``["--trainer.max_epochs=1"]``;
             ``{task}`` is replaced by the task name (``--data.root=/data/{task}``).
         out_dir: sweep folder (default ``runs/sweeps/<name>``).
+        lr_key: the config key of the learning rate: the default grid's first key, checked to be positive,
+            recorded as ``base_lr`` in ``selection.json``. The default is the image classifier's
+            (``model.init_args.optim.base_lr``); PandaGPT's is ``model.init_args.lr``.
+        wd_key: the config key of the weight decay (default grid's second key, checked to be >= 0); the image
+            classifier's ``model.init_args.optim.weight_decay`` by default, PandaGPT's ``model.init_args.weight_decay``.
         stages: which stages to run (default both, search then final).
         launcher: ``local`` runs on this machine; ``slurm`` submits job arrays through submitit.
         max_parallel: local launcher: runs at once, each pinned to one device.
@@ -345,7 +345,7 @@ def sweep(
         base_config=list(base_config),
         tasks=list(tasks),
         task_arg=task_arg,
-        grid=dict(grid) if grid is not None else {LR_KEY: OFFICIAL_LRS, WD_KEY: OFFICIAL_WDS},
+        grid=dict(grid) if grid is not None else default_grid(lr_key, wd_key),
         search_seed=search_seed,
         final_seeds=list(final_seeds) if final_seeds is not None else list(FINAL_SEEDS),
         search_args=dict(search_args)
@@ -355,6 +355,8 @@ def sweep(
         metric=metric,
         extra_args=list(extra_args or []),
         out_dir=Path(out_dir or f"runs/sweeps/{name}"),
+        lr_key=lr_key,
+        wd_key=wd_key,
     )
     stages = list(stages or ["search", "final"])
     tunings = sweep_plan.validate()

@@ -1,1 +1,5 @@
-"""Training recipe pieces shared by the modules: optimisers, schedules, run results."""
+"""Model-agnostic training pieces shared by every module: the module base, checkpoints, metrics, loggers, results.
+
+Recipes belong to their models (the VPT recipe in ``vision/recipe.py``, PandaGPT's schedule in
+``multimodal/pandagpt/schedule.py``); ``training/`` never imports ``vision/`` or ``multimodal/``.
+"""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -12,17 +11,16 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_multimodal.progress import progress
-from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
 from lit_multimodal.training.errors import TrainingDiverged, check_setting
-from lit_multimodal.training.loggers import log_hparams
 from lit_multimodal.training.metrics import StageMetrics, report_test_details
-from lit_multimodal.training.optim import OptimConfig, build_optimizer, build_scheduler, check_optim, scaled_lr
+from lit_multimodal.training.module_base import LitMMModule
 from lit_multimodal.vision.backbones import BackboneConfig, build_vit
 from lit_multimodal.vision.checkpoint_identity import image_classifier_identity
 from lit_multimodal.vision.checkpoints import load_backbone_checkpoint
 from lit_multimodal.vision.classifier import ViTClassifier
 from lit_multimodal.vision.feature_cache import FeatureCache, FeatureDataset, backbone_key
 from lit_multimodal.vision.methods import MethodName, TuningMethod, build_method
+from lit_multimodal.vision.recipe import OptimConfig, build_optimizer, build_scheduler, check_optim, scaled_lr
 from lit_multimodal.vision.tuning import PROMPT_METHODS, ParamCounts, count_parameters
 
 log = logging.getLogger(__name__)
@@ -31,7 +29,7 @@ log = logging.getLogger(__name__)
 HPARAM_METRICS = ("val/top1", "test/top1")
 
 
-class ImageClassifier(TrainableOnlyCheckpoints):
+class ImageClassifier(LitMMModule):
     """A frozen (or partly frozen) ViT with a linear head, tuned by one registered method (docs/methods.md).
 
     Args:
@@ -58,6 +56,9 @@ class ImageClassifier(TrainableOnlyCheckpoints):
             and long prompts, roughly one extra forward per step).
         attention: attention kernel: ``auto`` (per device and precision), ``fused`` or ``math``.
     """
+
+    hparam_metrics = HPARAM_METRICS
+    lr_log_interval = "epoch"  # the schedule steps per epoch; epoch 0 runs at 0 under the official warmup
 
     def __init__(
         self,
@@ -278,59 +279,29 @@ class ImageClassifier(TrainableOnlyCheckpoints):
         scheduler = build_scheduler(optimizer, cfg, max_epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
-    # -- accounting and logging -------------------------------------------------------------------
+    # -- accounting and logging (LitMMModule) ----------------------------------------------------------
+    def count_parameters(self) -> ParamCounts:
+        """Counts of the classifier: backbone under ``backbone.``, what the method added (prompts, adapters)."""
+        return count_parameters(self.net)
+
     def on_fit_start(self) -> None:
-        """Counts parameters (after any sharding), prints both tuned percents and declares TB hparams.
-
-        Under DeepSpeed it also turns on the strategy's ``exclude_frozen_parameters``: DeepSpeed writes
-        module weights itself and never sees the state dict that :meth:`on_save_checkpoint` filters.
-        """
-        from lightning.pytorch.strategies import DeepSpeedStrategy
-
-        strategy = self.trainer.strategy
-        if isinstance(strategy, DeepSpeedStrategy) and not strategy.exclude_frozen_parameters:
-            strategy.exclude_frozen_parameters = True
-            rank_zero_info("DeepSpeed: exclude_frozen_parameters on; checkpoints keep trainable tensors only")
-        self.param_counts = count_parameters(self.net)
-        counts = self.param_counts
-        rank_zero_info(
-            f"parameters: total {counts.total:,}, trainable {counts.trainable:,}, backbone {counts.backbone:,}; "
-            f"tuned percent {counts.tuned_percent:.4f} % of all, {counts.tuned_percent_of_backbone:.4f} % of backbone"
-        )
+        """The shared start (counts, tuned percents, hparams), then how the backbone checkpoint loaded."""
+        super().on_fit_start()
         if self.load_report is not None:
             rank_zero_info(self.load_report.summary())
-        if self.logger is not None:
-            # Declaring a metric writes a 0 placeholder that TensorBoard shows until a real value replaces it,
-            # so only the splits this run has are declared (a search run has no test split).
-            has_split = getattr(getattr(self.trainer, "datamodule", None), "has_split", lambda role: True)
-            declared = {name: 0.0 for name in HPARAM_METRICS if has_split(name.split("/")[0])}
-            log_hparams(self.loggers, self.curated_hparams(), declared)
 
-    def curated_hparams(self) -> dict[str, Any]:
-        """The flat hparams shown in TensorBoard's HParams tab."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        counts = self.param_counts
+    def run_hparams(self) -> dict[str, Any]:
+        """The tuning method, prompt length, architecture and optimiser settings."""
         return {
             "tuning": self.tuning,
             "num_prompts": int(getattr(self.net.method, "num_prompts", 0)),
             "arch": self.backbone_config.arch,
-            "task": getattr(datamodule, "dataset_name", "unknown"),
-            "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),  # set by seed_everything
             "base_lr": self.optim_config.base_lr,
             "lr": float(self.lr if self.lr is not None else self.optim_config.base_lr),
             "weight_decay": self.optim_config.weight_decay,
-            "global_batch": self.global_batch_size() if datamodule is not None else 0,
-            "trainable_params": counts.trainable,
-            "total_params": counts.total,
-            "tuned_percent": round(counts.tuned_percent, 6),
-            "tuned_percent_of_backbone": round(counts.tuned_percent_of_backbone, 6),
         }
 
-    def on_train_epoch_start(self) -> None:
-        """Logs the epoch's learning rate (epoch 0 runs at 0 under the official warmup)."""
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_epoch=True, on_step=False)
-
-    # -- trainable-only checkpoints (TrainableOnlyCheckpoints) ---------------------------------------
+    # -- trainable-only checkpoints (LitMMModule) ------------------------------------------------------
     checkpoint_identity = staticmethod(image_classifier_identity)
 
     def checkpoint_description(self) -> str:

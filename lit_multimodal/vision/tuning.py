@@ -1,16 +1,18 @@
 """Which tensors of a :class:`ViTClassifier` train, and the parameter accounting behind the tuned percents.
 
 The methods themselves are plugins in :mod:`lit_multimodal.vision.methods` (one file per method behind
-:class:`~lit_multimodal.vision.methods.TuningMethod`); this module keeps the name-level helpers.
+:class:`~lit_multimodal.vision.methods.TuningMethod`); this module keeps the name-level helpers. The counting itself
+(:class:`ParamCounts`, ZeRO-3 aware) is shared by every module: :mod:`lit_multimodal.training.param_counts`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
+from lit_multimodal.training.param_counts import ParamCounts, count_named_parameters
 from lit_multimodal.vision.methods import build_method, list_methods
+
+__all__ = ["PROMPT_METHODS", "TUNING_METHODS", "ParamCounts", "count_parameters", "freeze_all_but", "trainable_names"]
 
 TUNING_METHODS: tuple[str, ...] = tuple(list_methods())
 PROMPT_METHODS: tuple[str, ...] = ("vpt_shallow", "vpt_deep", "vpt_deep_bias")
@@ -38,38 +40,6 @@ def freeze_all_but(model: nn.Module, names: set[str]) -> None:
         param.requires_grad_(name in names)
 
 
-@dataclass(frozen=True)
-class ParamCounts:
-    """Parameter counts behind the two tuned percents.
-
-    Attributes:
-        total: every parameter of the model (frozen backbone, added method parameters and head).
-        trainable: parameters with ``requires_grad``.
-        backbone: parameters of the pre-trained backbone alone (what the method added is not backbone).
-        added: parameters the tuning method added (prompts, adapters, LoRA factors, ...).
-    """
-
-    total: int
-    trainable: int
-    backbone: int
-    added: int = 0
-
-    @property
-    def tuned_percent(self) -> float:
-        """Trainable over all parameters, in percent: the official repo's "tuned percent"."""
-        return 100.0 * self.trainable / self.total
-
-    @property
-    def tuned_percent_of_backbone(self) -> float:
-        """Trainable parameters relative to the backbone alone, in percent (the papers' "Tuned / Total")."""
-        return 100.0 * self.trainable / self.backbone
-
-
-def _numel(param: nn.Parameter) -> int:
-    # Under DeepSpeed ZeRO-3 a partitioned parameter has numel() == 0 and keeps its size in ds_numel.
-    return int(getattr(param, "ds_numel", param.numel()))
-
-
 def count_parameters(model: nn.Module) -> ParamCounts:
     """Counts a ViTClassifier's parameters; correct under ZeRO-3 partitioning.
 
@@ -77,13 +47,8 @@ def count_parameters(model: nn.Module) -> ParamCounts:
     (``model.added_names``); shared tensors count once.
     """
     added_names = set(getattr(model, "added_names", ()))
-    total = trainable = backbone = added = 0
-    for name, param in model.named_parameters():
-        size = _numel(param)
-        total += size
-        trainable += size if param.requires_grad else 0
-        if name in added_names:
-            added += size
-        elif name.startswith("backbone."):
-            backbone += size
-    return ParamCounts(total=total, trainable=trainable, backbone=backbone, added=added)
+    return count_named_parameters(
+        model.named_parameters(),
+        is_backbone=lambda name: name.startswith("backbone."),
+        is_added=lambda name: name in added_names,
+    )

@@ -29,6 +29,7 @@ import torch
 
 from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
 from lit_multimodal.multimodal.pandagpt.conversation import ConversationTokenizer
+from lit_multimodal.multimodal.pandagpt.splice import embed_with_soft_tokens
 
 __all__ = ["EMERGENT_NOTICE", "MODALITY_ORDER", "ChatInputError", "PandaGPTChat", "chat"]
 
@@ -189,7 +190,10 @@ class PandaGPTChat:
     def prompt_embeds(
         self, history: Sequence[tuple[str, str]], message: str, token: torch.Tensor, system: str | None = None
     ) -> torch.Tensor:
-        """``(1, L, hidden)`` inputs: BOS, ``### Human: <Img>``, the soft token(s), then the prompt text."""
+        """``(1, L, hidden)`` inputs: BOS, ``### Human: <Img>``, the soft token(s), then the prompt text.
+
+        The splice is training's (:func:`~lit_multimodal.multimodal.pandagpt.splice.embed_with_soft_tokens`).
+        """
         batch = (
             self.conversation.inference_ids(history, message, system)
             if system
@@ -197,10 +201,8 @@ class PandaGPTChat:
         )
         self.prompt_tokens = int(batch["input_ids"].shape[1])
         ids = batch["input_ids"].to(self.device)
-        position = int(batch["image_position"])
-        embeds = self.model.llama_model.get_input_embeddings()(ids)
-        soft = token.to(device=embeds.device, dtype=embeds.dtype).reshape(1, self.soft_tokens, -1)
-        return torch.cat([embeds[:, :position], soft, embeds[:, position + self.soft_tokens :]], dim=1)
+        soft = token.reshape(1, self.soft_tokens, -1)
+        return embed_with_soft_tokens(self.model.llama_model, ids, soft, int(batch["image_position"]))
 
     @torch.no_grad()
     def generate(

@@ -4,146 +4,51 @@ Only the LoRA matrices (on ``q/k/v/o_proj`` by default) and ``llama_proj`` (``Li
 train. The attribute names ``llama_model`` / ``llama_proj`` are the official ones, so the trainable state-dict
 keys are those of the official delta checkpoint (``llama_model.base_model.model.model.layers.{i}.self_attn.
 q_proj.lora_A.default.weight``, ``llama_proj.weight``, ...).
+
+This module wires the pieces into the LightningModule; each piece has its own file: the base LLM's loading
+(``llm.py``), LoRA (``lora.py``), the projector (``projector.py``), the soft-token splice shared with chat
+(``splice.py``), the loss and ``gen_acc`` (``loss.py``) and the schedule (``schedule.py``). Counting, hparams and
+the trainable-only checkpoints come from :class:`~lit_multimodal.training.module_base.LitMMModule`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lit_multimodal.data.base import DataError
-from lit_multimodal.multimodal.pandagpt.conversation import IGNORE_INDEX
 from lit_multimodal.multimodal.pandagpt.embedder import Embedder, PrecomputedEmbedder
+from lit_multimodal.multimodal.pandagpt.llm import DTypeName, load_base_llm
+from lit_multimodal.multimodal.pandagpt.lora import apply_lora, is_trainable_name
+from lit_multimodal.multimodal.pandagpt.loss import causal_lm_loss_sum, official_gen_acc
 from lit_multimodal.multimodal.pandagpt.projector import ProjectorKind, build_projector, project
-from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
+from lit_multimodal.multimodal.pandagpt.schedule import build_warmup_decay_scheduler, pandagpt_warmup_steps
+from lit_multimodal.multimodal.pandagpt.splice import embed_with_soft_tokens
 from lit_multimodal.training.errors import TrainingDiverged, check_setting
-from lit_multimodal.training.loggers import log_hparams
-from lit_multimodal.training.warmup_decay import build_warmup_decay_scheduler, pandagpt_warmup_steps
+from lit_multimodal.training.module_base import LitMMModule
+from lit_multimodal.training.param_counts import ParamCounts
 
 log = logging.getLogger(__name__)
 
+# apply_lora, the loss helpers and PandaGPTParamCounts are re-exported: they were defined here before.
 __all__ = ["PandaGPT", "PandaGPTParamCounts", "apply_lora", "causal_lm_loss_sum", "official_gen_acc"]
 
 HPARAM_METRICS = ("train/loss", "train/gen_acc", "val/loss", "val/gen_acc")
 LossReduction = Literal["micro_batch_mean", "global_token_mean"]
-DTypeName = Literal["auto", "float32", "float16", "bfloat16"]
-
-
-@dataclass(frozen=True)
-class PandaGPTParamCounts:
-    """Parameter counts of the LLM plus projection (the embedder is not counted).
-
-    Attributes:
-        total: LLM (with LoRA) and projection parameters.
-        trainable: parameters with ``requires_grad`` (LoRA and projection).
-        backbone: parameters of the pre-trained LLM alone (without LoRA).
-    """
-
-    total: int
-    trainable: int
-    backbone: int
-
-    @property
-    def tuned_percent(self) -> float:
-        """Trainable over all counted parameters, in percent."""
-        return 100.0 * self.trainable / max(1, self.total)
-
-    @property
-    def tuned_percent_of_backbone(self) -> float:
-        """Trainable parameters relative to the LLM alone, in percent (the paper's "0.4 % of Vicuna")."""
-        return 100.0 * self.trainable / max(1, self.backbone)
-
-
-def _numel(param: nn.Parameter) -> int:
-    return int(getattr(param, "ds_numel", param.numel()))
-
-
-def is_trainable_name(name: str) -> bool:
-    """Whether a parameter name belongs to the tuned set: LoRA matrices or the projection."""
-    return name.startswith("llama_proj.") or ".lora_A." in name or ".lora_B." in name
-
-
-def apply_lora(
-    llm: nn.Module,
-    r: int = 32,
-    alpha: int = 32,
-    dropout: float = 0.1,
-    target_modules: tuple[str, ...] | list[str] | str = ("q_proj", "k_proj", "v_proj", "o_proj"),
-) -> nn.Module:
-    """Wraps a causal LM with peft LoRA as the official ``get_peft_model`` call (A kaiming, B zero, scale α/r)."""
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        inference_mode=False,
-        r=r,
-        lora_alpha=alpha,
-        lora_dropout=dropout,
-        target_modules=target_modules if isinstance(target_modules, str) else list(target_modules),
-    )
-    return get_peft_model(llm, config)
-
-
-def causal_lm_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token cross-entropy (fp32) over targets != -100, and the number of such targets.
-
-    ``sum / count`` is the Hugging Face causal-LM loss (shift by one, mean over non-ignored tokens).
-    """
-    shift_logits = logits[:, :-1].float()
-    shift_labels = targets[:, 1:].to(shift_logits.device)
-    loss_sum = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]),
-        shift_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
-    return loss_sum, (shift_labels != IGNORE_INDEX).sum()
-
-
-def official_gen_acc(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    """The official ``gen_acc``: ``argmax(logits)[:, 1:-1]`` against ``targets[:, 2:]`` where the target != -100."""
-    chosen = logits.argmax(dim=-1)[:, 1:-1]
-    labels = targets[:, 2:]
-    valid = labels != IGNORE_INDEX
-    count = int(valid.sum())
-    return float(((chosen == labels) & valid).sum()) / count if count else 0.0
-
-
-def _four_bit_kwargs() -> dict[str, Any]:
-    """``from_pretrained`` arguments of the QLoRA recipe (NF4, double quantization, bf16 compute) on this GPU."""
-    if not torch.cuda.is_available():
-        raise ValueError("model.load_in_4bit needs a CUDA GPU (bitsandbytes NF4); leave it off on CPU")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise ValueError("model.load_in_4bit needs bitsandbytes: pip install bitsandbytes") from None
-    from transformers import BitsAndBytesConfig
-
-    config = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
-    )
-    return {"quantization_config": config, "device_map": {"": torch.cuda.current_device()}}
+#: The shared :class:`~lit_multimodal.training.param_counts.ParamCounts` (LLM as backbone; LoRA and projection added).
+PandaGPTParamCounts = ParamCounts
 
 
 def _joined(names: Any) -> str:
     return names if isinstance(names, str) else ",".join(names)
 
 
-def _torch_dtype(name: str) -> torch.dtype | str:
-    return "auto" if name == "auto" else getattr(torch, name)
-
-
-class PandaGPT(TrainableOnlyCheckpoints):
+class PandaGPT(LitMMModule):
     """PandaGPT: LoRA on a local causal LM plus a linear projection of one modality embedding per sample.
 
     Args:
@@ -189,6 +94,10 @@ class PandaGPT(TrainableOnlyCheckpoints):
         load_in_4bit: QLoRA: load the frozen LLM in 4-bit NF4 with double quantization and bf16 compute
             (bitsandbytes; needs a CUDA GPU). LoRA and the projector stay in full precision.
     """
+
+    hparam_metrics = HPARAM_METRICS
+    lr_log_interval = "step"  # the schedule steps per optimizer step
+    backbone_label = "LLM"
 
     def __init__(
         self,
@@ -252,19 +161,10 @@ class PandaGPT(TrainableOnlyCheckpoints):
         self.soft_tokens = soft_tokens
         self.decoding = decoding
 
-        from transformers import AutoModelForCausalLM
-
         from lit_multimodal.multimodal.pandagpt.lora_targets import resolve_lora_targets
 
-        kwargs: dict[str, Any] = {"local_files_only": True, "dtype": _torch_dtype(dtype)}
-        if attn_implementation:
-            kwargs["attn_implementation"] = attn_implementation
-        if load_in_4bit:
-            kwargs.update(_four_bit_kwargs())
-        llm = AutoModelForCausalLM.from_pretrained(self.llm_path, **kwargs)
-        llm.config.use_cache = False
+        llm = load_base_llm(self.llm_path, dtype, attn_implementation, load_in_4bit)
         self._check_tokenizer(llm)
-        backbone = sum(_numel(p) for p in llm.parameters())
         targets = resolve_lora_targets(llm.config, lora_target_modules)
         # Plain lists, so checkpoints stay loadable with torch.load(weights_only=True).
         self.hparams.update(lora_target_modules=targets)
@@ -280,7 +180,6 @@ class PandaGPT(TrainableOnlyCheckpoints):
             self.llama_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         # Created after get_peft_model, as the official, so peft's freezing never touches it.
         self.llama_proj = build_projector(projector, embed_dim, llm.config.get_text_config().hidden_size, soft_tokens)
-        self.backbone_params = backbone
         self.check_trainable()
         self.param_counts = self.count_parameters()
         # Checkpoints hold only trainable tensors; the frozen LLM comes from llm_path.
@@ -340,14 +239,13 @@ class PandaGPT(TrainableOnlyCheckpoints):
                 f"no LoRA layer was created; check lora_target_modules {self.hparams.lora_target_modules}"
             )
 
-    def count_parameters(self) -> PandaGPTParamCounts:
-        """Counts over the LLM (with LoRA) and the projection; correct under ZeRO-3 partitioning."""
-        params = list(self.llama_model.parameters()) + list(self.llama_proj.parameters())
-        return PandaGPTParamCounts(
-            total=sum(_numel(p) for p in params),
-            trainable=sum(_numel(p) for p in params if p.requires_grad),
-            backbone=self.backbone_params,
-        )
+    def counted_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The LLM (with LoRA) and the projection; the embedder is not counted."""
+        return [*self.llama_model.named_parameters("llama_model"), *self.llama_proj.named_parameters("llama_proj")]
+
+    def is_added_parameter(self, name: str) -> bool:
+        """LoRA matrices and the projection; the rest is the pre-trained LLM (the backbone)."""
+        return is_trainable_name(name)
 
     # -- forward ----------------------------------------------------------------------------------
     def embed_inputs(self, paths: list[str]) -> torch.Tensor:
@@ -368,13 +266,10 @@ class PandaGPT(TrainableOnlyCheckpoints):
     ) -> torch.Tensor:
         """Token embeddings with the projected modality embedding as the token(s) from ``image_position`` on.
 
-        Equal to the official ``cat([bos, prefix, llama_proj(embed), text])``: the placeholder ids there are never
-        embedded into the result.
+        The one splice of training and chat (:mod:`~lit_multimodal.multimodal.pandagpt.splice`): equal to the
+        official ``cat([bos, prefix, llama_proj(embed), text])``.
         """
-        tokens = self.llama_model.get_input_embeddings()(input_ids)
-        soft = self.project(modality_embeds).to(tokens.dtype)
-        end = image_position + soft.shape[1]
-        return torch.cat([tokens[:, :image_position], soft, tokens[:, end:]], dim=1)
+        return embed_with_soft_tokens(self.llama_model, input_ids, self.project(modality_embeds), image_position)
 
     def forward(
         self,
@@ -467,44 +362,19 @@ class PandaGPT(TrainableOnlyCheckpoints):
                 "owns; use micro_batch_mean (the official) or a DDP/single-device strategy"
             )
 
-    # -- accounting and logging -------------------------------------------------------------------
-    def global_batch_size(self) -> int:
-        """Micro-batch × devices × gradient accumulation (0 when no data module tells the micro-batch)."""
-        per_device = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None) or 0
-        return int(per_device) * self.trainer.world_size * self.trainer.accumulate_grad_batches
-
+    # -- accounting and logging (LitMMModule) ----------------------------------------------------------
     def on_fit_start(self) -> None:
-        """Checks the trainable set, counts parameters, logs the tuned percent and declares TB hparams.
-
-        Under DeepSpeed it also turns on the strategy's ``exclude_frozen_parameters``: DeepSpeed writes module
-        weights itself and never sees the state dict that :meth:`on_save_checkpoint` filters.
-        """
-        from lightning.pytorch.strategies import DeepSpeedStrategy
-
-        strategy = self.trainer.strategy
-        if isinstance(strategy, DeepSpeedStrategy) and not strategy.exclude_frozen_parameters:
-            strategy.exclude_frozen_parameters = True
-            rank_zero_info("DeepSpeed: exclude_frozen_parameters on; checkpoints keep trainable tensors only")
+        """Checks the trainable set, then the shared start (counts, tuned percents, hparams, DeepSpeed switch)."""
         self.check_trainable()
-        self.param_counts = counts = self.count_parameters()
-        rank_zero_info(
-            f"parameters: total {counts.total:,}, trainable {counts.trainable:,} (LoRA + llama_proj), LLM "
-            f"{counts.backbone:,}; tuned percent {counts.tuned_percent:.4f} % of all, "
-            f"{counts.tuned_percent_of_backbone:.4f} % of the LLM"
-        )
-        if self.logger is not None:
-            log_hparams(self.loggers, self.curated_hparams(), {name: 0.0 for name in HPARAM_METRICS})
+        super().on_fit_start()
 
-    def curated_hparams(self) -> dict[str, Any]:
-        """The flat hparams shown in TensorBoard's HParams tab."""
+    def run_hparams(self) -> dict[str, Any]:
+        """The method, embedder, LLM, LoRA shape, prompt style and optimisation settings."""
         datamodule = getattr(self.trainer, "datamodule", None)
-        counts = self.param_counts
         return {
             "method": "pandagpt_lora",
             "embedder": type(self.embedder).__name__ if self.embedder is not None else "none",
             "llm": os.path.basename(os.path.normpath(self.llm_path)),
-            "task": getattr(datamodule, "dataset_name", "unknown"),
-            "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),
             "lora_r": self.hparams.lora_r,
             "lora_alpha": self.hparams.lora_alpha,
             "lora_dropout": self.hparams.lora_dropout,
@@ -514,18 +384,9 @@ class PandaGPT(TrainableOnlyCheckpoints):
             "weight_decay": self.hparams.weight_decay,
             "loss_reduction": self.loss_reduction,
             "max_tgt_len": int(getattr(datamodule, "max_tgt_len", None) or self.max_tgt_len),
-            "global_batch": self.global_batch_size() if datamodule is not None else 0,
-            "trainable_params": counts.trainable,
-            "total_params": counts.total,
-            "tuned_percent": round(counts.tuned_percent, 6),
-            "tuned_percent_of_backbone": round(counts.tuned_percent_of_backbone, 6),
         }
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Logs the learning rate of the step."""
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
-
-    # -- trainable-only checkpoints (TrainableOnlyCheckpoints) ---------------------------------------
+    # -- trainable-only checkpoints (LitMMModule) ------------------------------------------------------
     def checkpoint_description(self) -> str:
         """The LoRA shape, for the message of a checkpoint that does not fit."""
         return f"PandaGPT, LoRA r {self.hparams.lora_r} on {self.hparams.lora_target_modules}"

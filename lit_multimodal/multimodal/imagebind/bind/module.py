@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
+from lit_multimodal.training.module_base import LitMMModule
 
 from ..checkpoint import build_imagebind
 from ..config import MODALITIES, ImageBindConfig
@@ -44,7 +44,7 @@ def strip_to_modality(model: ImageBindModel, modality: str) -> ImageBindModel:
     return model
 
 
-class BindModule(TrainableOnlyCheckpoints):
+class BindModule(LitMMModule):
     """Binds one modality's encoder to a frozen anchor modality (ImageBind's training, paper §3).
 
     Loss: ``L_{A,M} + L_{M,A}``, symmetric InfoNCE with in-batch negatives and a fixed temperature (paper Eq. 1,
@@ -74,6 +74,10 @@ class BindModule(TrainableOnlyCheckpoints):
         warmup_fraction: linear warmup over this fraction of the steps, then cosine decay to 0.
         retrieval_ks: the k of the logged recalls.
     """
+
+    hparam_metrics = ("train/loss", "val/loss")
+    lr_log_interval = "step"
+    backbone_label = "encoder"
 
     def __init__(
         self,
@@ -217,18 +221,36 @@ class BindModule(TrainableOnlyCheckpoints):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_fit_start(self) -> None:
-        """Checks that the data binds the same modality with the same base weights."""
+        """Checks that the data binds the same modality with the same base weights, then the shared start."""
         data = getattr(self.trainer, "datamodule", None)
-        if data is None or not hasattr(data, "modality"):
-            return
-        if loader_key(data.modality) != self.modality:
-            raise ValueError(f"data.modality is {data.modality!r} but model.modality is {self.modality!r}")
-        for key in ("checkpoint", "preset"):
-            if getattr(data, key) != self.hparams[key]:
-                raise ValueError(
-                    f"data.{key} ({getattr(data, key)!r}) differs from model.{key} ({self.hparams[key]!r}): the "
-                    "anchor embeddings must come from the ImageBind the encoder is bound into"
-                )
+        if data is not None and hasattr(data, "modality"):
+            if loader_key(data.modality) != self.modality:
+                raise ValueError(f"data.modality is {data.modality!r} but model.modality is {self.modality!r}")
+            for key in ("checkpoint", "preset"):
+                if getattr(data, key) != self.hparams[key]:
+                    raise ValueError(
+                        f"data.{key} ({getattr(data, key)!r}) differs from model.{key} ({self.hparams[key]!r}): the "
+                        "anchor embeddings must come from the ImageBind the encoder is bound into"
+                    )
+        super().on_fit_start()
+
+    # -- accounting (LitMMModule) ---------------------------------------------------------------------
+    def is_added_parameter(self, name: str) -> bool:
+        """The LoRA factors; every other tensor is the encoder's own."""
+        return ".lora_" in name
+
+    def run_hparams(self) -> dict[str, Any]:
+        """The bound modality, tuning and loss settings."""
+        hp = self.hparams
+        return {
+            "method": f"bind_{hp.tuning}",
+            "modality": self.modality,
+            "preset": hp.preset,
+            "lora_r": hp.lora_r if hp.tuning == "lora" else 0,
+            "temperature": self.temperature,
+            "lr": hp.lr,
+            "weight_decay": hp.weight_decay,
+        }
 
     # -- export -----------------------------------------------------------------------------------
     def merged_state_dict(self) -> dict[str, Tensor]:
