@@ -165,7 +165,7 @@ def test_cli_fit_and_chat_on_qwen2_with_its_style(base_tokenizer, tmp_path, caps
             },
         },
         "data": {
-            "class_path": "lit_multimodal.data.instructions.InstructionDataModule",
+            "class_path": "lit_multimodal.multimodal.pandagpt.instructions.InstructionDataModule",
             "init_args": {"json_path": str(json_path), "image_root": str(images), "batch_size": 2, "num_workers": 0},
         },
     }  # fmt: skip

@@ -1,14 +1,16 @@
-"""Errors for settings a run cannot use and for training that diverged.
+"""Errors for bad input, for settings a run cannot use and for training that diverged.
 
-Both derive from :class:`~lit_multimodal.data.base.DataError`, so ``lit-mm`` reports them as one ``error:`` line
-(exit status 1) like every other bad input, instead of a traceback.
+:class:`DataError` is the base: ``lit-mm`` reports each of them as one ``error:`` line (exit status 1) instead of
+a traceback. It lives here, below ``data/`` and the model folders, so that every layer can raise it.
 """
 
 from __future__ import annotations
 
-from lit_multimodal.data.base import DataError
+__all__ = ["DataError", "SettingError", "TrainingDiverged", "check_setting"]
 
-__all__ = ["SettingError", "TrainingDiverged", "check_setting"]
+
+class DataError(ValueError):
+    """Bad dataset input: the message names the file (and line or key) at fault."""
 
 
 class SettingError(DataError):

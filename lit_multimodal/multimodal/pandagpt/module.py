@@ -18,12 +18,11 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from lit_multimodal.data.base import DataError
 from lit_multimodal.multimodal.pandagpt.conversation import IGNORE_INDEX
 from lit_multimodal.multimodal.pandagpt.embedder import Embedder, PrecomputedEmbedder
 from lit_multimodal.multimodal.pandagpt.projector import ProjectorKind, build_projector, project
 from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
-from lit_multimodal.training.errors import TrainingDiverged, check_setting
+from lit_multimodal.training.errors import DataError, TrainingDiverged, check_setting
 from lit_multimodal.training.loggers import log_hparams
 from lit_multimodal.training.warmup_decay import build_warmup_decay_scheduler, pandagpt_warmup_steps
 
