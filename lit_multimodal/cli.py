@@ -35,6 +35,7 @@ from lit_multimodal.multimodal.imagebind.checkpoint import ImageBindCheckpointEr
 from lit_multimodal.multimodal.imagebind.preprocess.errors import InputError
 from lit_multimodal.multimodal.pandagpt.conversation import ConversationError
 from lit_multimodal.predictions import add_prediction_arguments, run_predict
+from lit_multimodal.quickstart import resolve_references
 from lit_multimodal.runtime import configure_threads, filter_known_warnings
 from lit_multimodal.sweeps.plan import SweepError
 from lit_multimodal.training.checkpointing import (
@@ -199,6 +200,7 @@ class LitMMCLI(LightningCLI):
             "config.yaml" if subcommand == "fit" else f"{subcommand}_config.yaml"
         )
         config = self.config.get(str(self.subcommand), self.config)
+        resolve_references(config)  # quickstart: values -> the paths of the artefacts, built once
         model_args = config.model.get("init_args") if config.get("model") else None
         data_classes = _data_num_classes(config.get("data"))
         if model_args is not None and "num_classes" in model_args and data_classes is not None:

@@ -76,7 +76,7 @@ def test_pandagpt_stock_deepspeed_zero2_on_the_gpu(tmp_path):
             },
         },
         "data": {
-            "class_path": "lit_multimodal.multimodal.pandagpt.instructions.InstructionDataModule",
+            "class_path": "lit_multimodal.data.instructions.InstructionDataModule",
             "init_args": {"json_path": str(json_path), "image_root": str(images), "batch_size": 2, "num_workers": 0},
         },
     }

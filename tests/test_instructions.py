@@ -10,7 +10,7 @@ import torch
 
 from lit_multimodal.data.base import DataError
 from lit_multimodal.multimodal.pandagpt.instructions import InstructionDataModule
-from lit_multimodal.multimodal.pandagpt.tiny import write_tiny_llama
+from lit_multimodal.quickstart.tiny_llm import write_tiny_llama
 from tests.pandagpt_fixtures import CONVERSATIONS, write_image, write_llava_json, write_pandagpt_json
 
 

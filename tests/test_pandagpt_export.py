@@ -10,9 +10,9 @@ import torch
 from lightning.pytorch import Trainer
 
 from lit_multimodal.cli import main
+from lit_multimodal.data.instructions import InstructionDataModule
 from lit_multimodal.multimodal.pandagpt.conversation import ConversationTokenizer
 from lit_multimodal.multimodal.pandagpt.export import DeltaCheckpointError, export, load_delta
-from lit_multimodal.multimodal.pandagpt.instructions import InstructionDataModule
 from lit_multimodal.multimodal.pandagpt.module import PandaGPT
 from lit_multimodal.multimodal.pandagpt.tiny import write_tiny_llama
 from tests.pandagpt_fixtures import HashEmbedder, write_pandagpt_json

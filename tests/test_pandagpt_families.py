@@ -8,7 +8,7 @@ import torch
 
 from lit_multimodal.multimodal.pandagpt.chat import PandaGPTChat
 from lit_multimodal.multimodal.pandagpt.module import PandaGPT
-from lit_multimodal.multimodal.pandagpt.tiny import build_tiny_tokenizer, write_tiny_causal_lm
+from lit_multimodal.quickstart.tiny_llm import build_tiny_tokenizer, write_tiny_causal_lm
 from tests.pandagpt_fixtures import CONVERSATIONS, HashEmbedder
 
 CASES = {

@@ -15,9 +15,9 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lit_multimodal.data.instructions import InstructionDataModule
 from lit_multimodal.multimodal.pandagpt.conversation import ConversationTokenizer
 from lit_multimodal.multimodal.pandagpt.embedder import PrecomputedEmbedder
-from lit_multimodal.multimodal.pandagpt.instructions import InstructionDataModule
 from lit_multimodal.multimodal.pandagpt.module import PandaGPT, apply_lora
 from lit_multimodal.multimodal.pandagpt.tiny import write_tiny_llama
 from lit_multimodal.training.checkpointing import CheckpointFileError
@@ -335,7 +335,7 @@ def test_deepspeed_zero2_fit_through_the_cli(llm_dir, tmp_path):
             },
         },
         "data": {
-            "class_path": "lit_multimodal.multimodal.pandagpt.instructions.InstructionDataModule",
+            "class_path": "lit_multimodal.data.instructions.InstructionDataModule",
             "init_args": {"json_path": str(json_path), "image_root": str(images), "batch_size": 2, "num_workers": 0},
         },
     }

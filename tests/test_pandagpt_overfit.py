@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from lit_multimodal.data.instructions import InstructionDataModule
 from lit_multimodal.multimodal.pandagpt.embedder import PrecomputedEmbedder
-from lit_multimodal.multimodal.pandagpt.instructions import InstructionDataModule
 from lit_multimodal.multimodal.pandagpt.module import PandaGPT
 from lit_multimodal.multimodal.pandagpt.tiny import write_tiny_llama
 from tests.pandagpt_fixtures import EMBED_DIM, write_pandagpt_json

@@ -189,7 +189,7 @@ def test_overflow_never_cuts_inside_the_modality_span(folders):
 def test_data_module_skips_and_counts_or_names_the_record(folders, tmp_path, policy):
     import json
 
-    from lit_multimodal.multimodal.pandagpt.instructions import InstructionDataModule
+    from lit_multimodal.data.instructions import InstructionDataModule
 
     short = [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Yes."}]
     long = [{"from": "human", "value": " ".join(["What is in the image?"] * 12)}, {"from": "gpt", "value": "A cat."}]

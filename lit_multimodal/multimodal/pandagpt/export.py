@@ -174,6 +174,7 @@ def build_pandagpt(
     import inspect
 
     from lit_multimodal.multimodal.pandagpt.module import PandaGPT
+    from lit_multimodal.quickstart.references import resolve_references  # the one uphill import, see tests
 
     accepted = set(inspect.signature(PandaGPT.__init__).parameters) - {"self"}
     args = {k: v for k, v in {**(hparams or {}), **_model_args(config)}.items() if k in accepted}
@@ -184,6 +185,7 @@ def build_pandagpt(
         args["dtype"] = dtype
     if not args.get("llm_path"):
         raise DeltaCheckpointError("no base LLM: give --config with model.init_args.llm_path or --llm_path")
+    resolve_references(args, "model")  # quickstart:tiny-llama in the config or in an older checkpoint's hparams
     args = {k: (tuple(v) if isinstance(v, list) else v) for k, v in args.items()}
     model = PandaGPT(**args)
     model.eval()
