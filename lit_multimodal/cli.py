@@ -19,9 +19,8 @@ import sys
 from argparse import ArgumentError
 from typing import Any
 
-from lit_multimodal.command_table import Command, command
+from lit_multimodal.command_table import Command, command, overview_parser, wants_overview
 from lit_multimodal.config_errors import explain
-from lit_multimodal.entry import overview_parser, wants_overview
 from lit_multimodal.errors import error_message, find_user_error
 from lit_multimodal.runtime import configure_threads, filter_known_warnings
 

@@ -8,6 +8,7 @@ when their command runs.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -141,3 +142,26 @@ def fit_epilog() -> str:
         f"Other commands: {others}; lit-mm --help lists them with one line each, lit-mm <command> --help "
         "gives the options of one."
     )
+
+
+HELP_FLAGS = ("-h", "--help")
+
+
+def overview_parser() -> argparse.ArgumentParser:
+    """An argparse parser whose help lists every command (it parses nothing itself)."""
+    parser = argparse.ArgumentParser(
+        prog="lit-mm",
+        description="Lightning experiments for visual prompt tuning (VPT) and PandaGPT.",
+        epilog="Details of a command: lit-mm <command> --help. "
+        "Example: lit-mm fit --config configs/quickstart/vpt_deep.yaml",
+    )
+    names = ",".join(entry.name for entry in COMMANDS)
+    commands = parser.add_subparsers(title="commands", metavar="{" + names + "}")
+    for entry in COMMANDS:
+        commands.add_parser(entry.name, help=entry.help)
+    return parser
+
+
+def wants_overview(args: list[str]) -> bool:
+    """Whether ``args`` ask for the command overview (no command, or only a help flag)."""
+    return not args or (len(args) == 1 and args[0] in HELP_FLAGS)

@@ -7,32 +7,11 @@ and about 1 GB). Everything else, including ``lit-mm <command> --help``, goes to
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from lit_multimodal.command_table import COMMANDS
+from lit_multimodal.command_table import HELP_FLAGS, overview_parser, wants_overview
 
-HELP_FLAGS = ("-h", "--help")
-
-
-def overview_parser() -> argparse.ArgumentParser:
-    """An argparse parser whose help lists every command (it parses nothing itself)."""
-    parser = argparse.ArgumentParser(
-        prog="lit-mm",
-        description="Lightning experiments for visual prompt tuning (VPT) and PandaGPT.",
-        epilog="Details of a command: lit-mm <command> --help. "
-        "Example: lit-mm fit --config configs/quickstart/vpt_deep.yaml",
-    )
-    names = ",".join(entry.name for entry in COMMANDS)
-    commands = parser.add_subparsers(title="commands", metavar="{" + names + "}")
-    for entry in COMMANDS:
-        commands.add_parser(entry.name, help=entry.help)
-    return parser
-
-
-def wants_overview(args: list[str]) -> bool:
-    """Whether ``args`` ask for the command overview (no command, or only a help flag)."""
-    return not args or (len(args) == 1 and args[0] in HELP_FLAGS)
+__all__ = ["HELP_FLAGS", "main", "overview_parser", "wants_overview"]
 
 
 def main(argv: list[str] | None = None) -> None:

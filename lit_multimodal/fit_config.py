@@ -34,6 +34,7 @@ from lit_multimodal.command_table import fit_epilog
 from lit_multimodal.errors import DataError, error_message
 from lit_multimodal.help_format import plain_lightning_parser_class
 from lit_multimodal.predictions import add_prediction_arguments, run_predict
+from lit_multimodal.quickstart import resolve_references
 from lit_multimodal.training.checkpointing import (
     CheckpointFileError,
     checkpoint_differences,
@@ -180,6 +181,7 @@ class LitMMCLI(LightningCLI):
             "config.yaml" if subcommand == "fit" else f"{subcommand}_config.yaml"
         )
         config = complete_fit_config(self.config.get(str(self.subcommand), self.config))
+        resolve_references(config)  # quickstart: values -> the paths of the artefacts, built once, before any build
         # trainer.precision left empty: bf16-mixed where the hardware runs bf16 natively, else 32-true. Decided
         # where the run runs, not in complete_fit_config: a sweep freezes its run configs on the submitting machine.
         self.precision_auto = config.trainer.get("precision") is None
@@ -465,3 +467,13 @@ def read_fit_config(source: str | os.PathLike[str] | Sequence[str] | Namespace |
     if isinstance(source, (str, os.PathLike)):
         return parse_fit_config(["--config", os.fspath(source)], require_data=False)
     return parse_fit_config([str(arg) for arg in source], require_data=False)
+
+
+def resolve_model_references(args: dict[str, Any]) -> dict[str, Any]:
+    """Resolves ``quickstart:`` values in a model's init arguments (from a config or a checkpoint), in place.
+
+    For code that builds a model from saved hyper-parameters rather than through :class:`LitMMCLI`
+    (``build_pandagpt``: chat, demo, serve, export, evaluate).
+    """
+    resolve_references(args, "model")
+    return args

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lit_multimodal.data import DataError, JsonSplitDataModule
-from lit_multimodal.data.digits import TARGET_DIGITS, write_digits_dataset
+from lit_multimodal.quickstart.digits import TARGET_DIGITS, write_digits_dataset
 
 from .conftest import write_json_split_dataset
 

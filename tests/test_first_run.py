@@ -178,8 +178,8 @@ def test_command_help_has_no_rest_markup(capsys):
 
 
 def test_quickstart_digits_does_not_create_a_mistyped_root(tmp_path):
-    from lit_multimodal.data.base import DataError
-    from lit_multimodal.data.digits import QuickstartDigits
+    from lit_multimodal.quickstart.digits import QuickstartDigits
+    from lit_multimodal.training.errors import DataError
 
     missing = tmp_path / "nonexistent" / "digits"
     with pytest.raises(DataError, match="does not exist"):
@@ -356,7 +356,7 @@ def test_progress_prints_lines_when_not_a_terminal():
 
 
 def test_backbone_pretraining_and_feature_cache_show_progress(tmp_path, tiny_dataset, monkeypatch, capfd):
-    from lit_multimodal.vision import quickstart_backbone
+    from lit_multimodal.quickstart import backbone as quickstart_backbone
     from lit_multimodal.vision.backbones import BackboneConfig
 
     monkeypatch.setattr(quickstart_backbone, "PRETRAIN_EPOCHS", 1)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lit_multimodal.data.base import DataError
-from lit_multimodal.data.instructions import InstructionDataModule
-from lit_multimodal.multimodal.pandagpt.tiny import write_tiny_llama
+from lit_multimodal.multimodal.pandagpt.instructions import InstructionDataModule
+from lit_multimodal.quickstart.tiny_llm import write_tiny_llama
 from tests.pandagpt_fixtures import CONVERSATIONS, write_image, write_llava_json, write_pandagpt_json
 
 
@@ -91,7 +91,7 @@ def test_bad_record_error_names_index_and_file(tmp_path, llm_dir, kind):
 def test_skip_bad_records_counts_and_logs_once(tmp_path, llm_dir, caplog):
     json_path, images = write_pandagpt_json(tmp_path, n=3, extra=[BAD[k] for k in sorted(BAD)] + [BAD["unknown_role"]])
     dm = data_module(json_path, images, llm_dir, skip_bad_records=True)
-    with caplog.at_level(logging.WARNING, logger="lit_multimodal.data.instructions"):
+    with caplog.at_level(logging.WARNING, logger="lit_multimodal.multimodal.pandagpt.instructions"):
         dm.setup("fit")
     assert dict(dm.skipped) == {"missing_image": 1, "first_turn_not_human": 1, "unknown_role": 2, "empty_reply": 1}
     assert list(dm.datasets["train"]["index"]) == [0, 1, 2]

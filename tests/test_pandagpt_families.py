@@ -8,7 +8,7 @@ import torch
 
 from lit_multimodal.multimodal.pandagpt.chat import PandaGPTChat
 from lit_multimodal.multimodal.pandagpt.module import PandaGPT
-from lit_multimodal.multimodal.pandagpt.tiny import build_tiny_tokenizer, write_tiny_causal_lm
+from lit_multimodal.quickstart.tiny_llm import build_tiny_tokenizer, write_tiny_causal_lm
 from tests.pandagpt_fixtures import CONVERSATIONS, HashEmbedder
 
 CASES = {
@@ -165,7 +165,7 @@ def test_cli_fit_and_chat_on_qwen2_with_its_style(base_tokenizer, tmp_path, caps
             },
         },
         "data": {
-            "class_path": "lit_multimodal.data.instructions.InstructionDataModule",
+            "class_path": "lit_multimodal.multimodal.pandagpt.instructions.InstructionDataModule",
             "init_args": {"json_path": str(json_path), "image_root": str(images), "batch_size": 2, "num_workers": 0},
         },
     }  # fmt: skip

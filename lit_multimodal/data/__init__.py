@@ -1,8 +1,7 @@
-"""Data: one path-list base and the layouts built on it (FGVC json splits, VTAB-1k lists, BCI names, digits)."""
+"""Data: one path-list base and the layouts built on it (FGVC json splits, VTAB-1k lists, BCI names)."""
 
 from lit_multimodal.data.base import DataError, ImageClassificationDataModule, ImageListDataset
 from lit_multimodal.data.bci import BCIDataModule
-from lit_multimodal.data.digits import QuickstartDigits
 from lit_multimodal.data.fgvc import FGVC_DATASETS
 from lit_multimodal.data.json_split import JsonSplitDataModule
 from lit_multimodal.data.list_file import ListFileDataModule
@@ -13,10 +12,18 @@ __all__ = [
     "ImageClassificationDataModule",
     "ImageListDataset",
     "JsonSplitDataModule",
-    "QuickstartDigits",
     "BCIDataModule",
     "ListFileDataModule",
     "VTAB1kDataModule",
     "VTAB_TASKS",
     "FGVC_DATASETS",
 ]
+
+
+def __getattr__(name: str):
+    """``lit_multimodal.data.QuickstartDigits`` (the class path of older configs), imported only when asked for."""
+    if name == "QuickstartDigits":
+        from lit_multimodal.data.digits import QuickstartDigits
+
+        return QuickstartDigits
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

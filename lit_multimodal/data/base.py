@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from lightning.pytorch import LightningDataModule
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 
 from lit_multimodal.data.transforms import (
     IMAGENET_MEAN,
@@ -26,7 +26,20 @@ from lit_multimodal.data.transforms import (
     TrainTransform,
     build_transform,
 )
-from lit_multimodal.errors import DataError  # defined there; importable from here as before
+from lit_multimodal.errors import DataError
+from lit_multimodal.training.loaders import build_loader, collate_skipping_none
+
+__all__ = [
+    "UNREADABLE_IMAGE",
+    "DataError",  # re-exported: its home is lit_multimodal.errors
+    "ImageClassificationDataModule",
+    "ImageListDataset",
+    "Sample",
+    "collate_skipping_none",  # re-exported: its home is lit_multimodal.training.loaders
+    "open_rgb",
+    "samples_digest",
+    "to_rgb",
+]
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +125,6 @@ def samples_digest(samples: Sequence[Sample]) -> str:
             size, mtime = -1, -1
         digest.update(f"{path}\t{size}\t{mtime}\t{label}\n".encode())
     return digest.hexdigest()
-
-
-def collate_skipping_none(batch: list):
-    """``default_collate`` after dropping samples that :class:`ImageListDataset` skipped."""
-    kept = [item for item in batch if item is not None]
-    if not kept:
-        return None
-    return default_collate(kept)
 
 
 class ImageClassificationDataModule(LightningDataModule, ABC):
@@ -277,14 +282,12 @@ class ImageClassificationDataModule(LightningDataModule, ABC):
     def _loader(self, role: str, shuffle: bool) -> DataLoader:
         if role not in self.datasets:  # e.g. DeepSpeed asks for the train loader during test
             self._setup_role(role)
-        return DataLoader(
+        return build_loader(
             self.datasets[role],
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate_skipping_none,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,18 +30,12 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
 from lit_multimodal.data.base import UNREADABLE_IMAGE, DataError, Sample, open_rgb, samples_digest
-from lit_multimodal.paths import cache_dir, make_shareable
+from lit_multimodal.files import atomic_path, write_json_atomic
+from lit_multimodal.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-
-
-def write_json_shared(path: Path, payload: object) -> None:
-    """Writes JSON atomically (temporary file, rename) with the mode an ordinary ``open()`` gives."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def default_image_cache_dir() -> Path:
@@ -145,10 +137,7 @@ def build_decoded_array(
     path = folder / f"{digest}.npy"
     if path.is_file():
         return path
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=digest, suffix=".npy.tmp", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(samples), size, size, 3))
         loader = DataLoader(
             _Decode(samples, size, interpolation, antialias, skip_corrupt),
@@ -170,14 +159,9 @@ def build_decoded_array(
         array.flush()
         del array
         if skipped:
-            write_json_shared(skipped_path(path), {"skipped": skipped})
+            write_json_atomic(skipped_path(path), {"skipped": skipped}, indent=1, sort_keys=False)
         elif skipped_path(path).exists():  # left by an earlier build that did not finish
             skipped_path(path).unlink()
-        make_shareable(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     log.info("decoded %d images into %s", len(samples), path)
     return path
 

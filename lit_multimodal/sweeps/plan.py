@@ -11,12 +11,12 @@ import hashlib
 import itertools
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lit_multimodal.errors import UserError
+from lit_multimodal.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +181,8 @@ def read_manifest(sweep_dir: Path) -> list[RunSpec]:
 def append_manifest(sweep_dir: Path, runs: list[RunSpec]) -> None:
     """Adds runs that the manifest does not hold yet.
 
-    The manifest is rewritten through a temporary file and ``os.replace``, so a kill mid-write never leaves
-    half a line; a half line left by an older writer is dropped rather than glued to the next entry.
+    The manifest is rewritten atomically (:func:`~lit_multimodal.files.write_text_atomic`), so a kill mid-write
+    never leaves half a line; a half line left by an older writer is dropped rather than glued to the next entry.
     """
     known = {spec.id for spec in read_manifest(sweep_dir)}
     new = [spec for spec in runs if spec.id not in known]
@@ -198,6 +198,4 @@ def append_manifest(sweep_dir: Path, runs: list[RunSpec]) -> None:
             except json.JSONDecodeError:
                 continue
             kept.append(line + "\n")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(kept) + "".join(spec.to_json() + "\n" for spec in new))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(kept) + "".join(spec.to_json() + "\n" for spec in new))

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from jsonargparse import ArgumentError, Namespace
 
+from lit_multimodal.files import write_text_atomic
 from lit_multimodal.sweeps.launchers import LocalLauncher, SlurmLauncher, SlurmOptions, is_done
 from lit_multimodal.sweeps.plan import (
     DEFAULT_LR_KEY,
@@ -166,10 +167,7 @@ class Sweep:
         config_path = run_dir / RUN_CONFIG
         if not config_path.is_file():
             run_dir.mkdir(parents=True, exist_ok=True)
-            text = self.renderer.render([*spec.args, f"--trainer.default_root_dir={run_dir}"])
-            tmp = config_path.with_suffix(".tmp")
-            tmp.write_text(text)
-            tmp.replace(config_path)
+            write_text_atomic(config_path, self.renderer.render([*spec.args, f"--trainer.default_root_dir={run_dir}"]))
         return run_dir
 
     def select(self, runs: list[RunSpec]) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:

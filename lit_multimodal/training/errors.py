@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from lit_multimodal.errors import DataError
 
-__all__ = ["SettingError", "TrainingDiverged", "check_setting"]
+__all__ = ["DataError", "SettingError", "TrainingDiverged", "check_setting"]
 
 
 class SettingError(DataError):

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from lit_multimodal.files import write_json_atomic
+
+__all__ = [
+    "RESULT_FILE",
+    "RUN_STATUSES",
+    "WallClock",
+    "config_hash",
+    "package_versions",
+    "read_result",
+    "read_status",
+    "result_status",
+    "write_json_atomic",  # re-exported: its home is lit_multimodal.files
+]
 
 RESULT_FILE = "result.json"
 RUN_STATUSES = ("success", "failed", "interrupted", "missing")
@@ -37,14 +50,6 @@ def package_versions() -> dict[str, str]:
             continue
     found["python"] = platform.python_version()
     return found
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Writes ``payload`` to ``path`` through a temporary file and ``os.replace``: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 class WallClock:

@@ -36,7 +36,8 @@ class BackboneConfig:
         checkpoint: local weights file: a timm/torch state dict (``.pth``/``.pt``/``.bin`` or
             ``.safetensors``), a JAX ViT ``.npz`` (``imagenet21k_ViT-B_16.npz``), MAE pre-training
             (``mae_pretrain_vit_base.pth``) or a MoCo-v3 checkpoint (``linear-vit-b-300ep.pth.tar``); or
-            ``quickstart:digits0-4`` for the quickstart's self-made backbone. ``None`` keeps the random
+            ``quickstart:digits0-4`` for the quickstart's self-made backbone (resolved by ``lit-mm`` before the
+            model is built, see :mod:`lit_multimodal.references`). ``None`` keeps the random
             initialisation.
         checkpoint_format: ``auto`` picks the reader from the file (``.npz`` is ``jax``, ``.safetensors``
             is ``timm``, a torch file by its structure); ``timm``, ``jax``, ``mae`` or ``mocov3`` names it,

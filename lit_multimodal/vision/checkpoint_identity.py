@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
+from lit_multimodal.references import is_reference
 from lit_multimodal.vision.tuning import PROMPT_METHODS
 
 
@@ -28,5 +29,6 @@ def image_classifier_identity(hparams: Mapping[str, Any]) -> dict[str, Any]:
         "num_classes": hparams.get("num_classes"),
         "backbone.arch": backbone.get("arch"),
         "backbone.img_size": backbone.get("img_size"),
-        "backbone.checkpoint": PurePath(str(checkpoint)).name if checkpoint else None,
+        # A quickstart: reference is not known until resolved (a checkpoint saves the resolved path).
+        "backbone.checkpoint": PurePath(str(checkpoint)).name if checkpoint and not is_reference(checkpoint) else None,
     }

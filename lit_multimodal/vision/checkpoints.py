@@ -20,6 +20,7 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
+from lit_multimodal.references import require_resolved
 from lit_multimodal.vision.backbones import BackboneConfig
 from lit_multimodal.vision.checkpoint_readers import (
     OFFICIAL_POOLING,
@@ -45,8 +46,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-QUICKSTART_SCHEME = "quickstart:"
 
 
 @dataclass
@@ -86,12 +85,9 @@ class LoadReport:
 
 
 def resolve_checkpoint_path(config: BackboneConfig) -> Path:
-    """The file behind ``config.checkpoint``; ``quickstart:...`` is built on first use."""
+    """The file behind ``config.checkpoint`` (a ``quickstart:`` reference must have been resolved before)."""
     assert config.checkpoint is not None
-    if config.checkpoint.startswith(QUICKSTART_SCHEME):
-        from lit_multimodal.vision.quickstart_backbone import ensure_quickstart_backbone
-
-        return ensure_quickstart_backbone(config)
+    require_resolved(config.checkpoint, "model.backbone.checkpoint")
     path = Path(config.checkpoint).expanduser()
     if not path.is_file():
         raise CheckpointError(f"model.backbone.checkpoint: file {path} does not exist")

@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import Dataset
 
-from lit_multimodal.paths import cache_dir, make_shareable
+from lit_multimodal.files import atomic_path
+from lit_multimodal.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +113,9 @@ class FeatureCache:
     def save(self, key: dict[str, Any], features: torch.Tensor, labels: torch.Tensor) -> Path:
         """Writes ``key``'s entry atomically (temporary file, then rename)."""
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             tensors = {"features": features.contiguous(), "labels": labels.contiguous()}
-            save_file(tensors, tmp, metadata={"key": json.dumps(key, sort_keys=True, default=str)})
-            make_shareable(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            save_file(tensors, str(tmp), metadata={"key": json.dumps(key, sort_keys=True, default=str)})
         return path
 
     def get_or_compute(

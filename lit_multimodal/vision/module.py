@@ -177,7 +177,7 @@ class ImageClassifier(LitMMModule):
         """Pooled backbone features (fp32, on the CPU) and labels of a dataset, in order, in eval mode."""
         from torch.utils.data import DataLoader
 
-        from lit_multimodal.data.base import collate_skipping_none
+        from lit_multimodal.training.loaders import collate_skipping_none
 
         device = self.trainer.strategy.root_device
         home = next(self.net.parameters()).device

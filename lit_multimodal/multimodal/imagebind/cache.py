@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from lit_multimodal.paths import make_shareable
+from lit_multimodal.files import atomic_path
 
 from .preprocess.errors import InputError
 
@@ -99,9 +98,7 @@ class EmbeddingCache:
         index = len(list(self.folder.glob("shard-*.safetensors")))
         while (shard := self.folder / f"shard-{index:06d}.safetensors").exists():
             index += 1
-        partial = shard.with_name(f".{shard.name}.{os.getpid()}.tmp")
-        save_file(new, str(partial))
-        make_shareable(partial)  # safetensors creates files readable by their owner only
-        os.replace(partial, shard)
+        with atomic_path(shard) as partial:
+            save_file(new, str(partial))
         table.update(new)
         return shard

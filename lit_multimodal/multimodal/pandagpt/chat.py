@@ -111,16 +111,16 @@ class PandaGPTChat:
             dtype: LLM dtype override.
             device: where both models run.
         """
-        from lit_multimodal.fit_config import read_fit_config
         from lit_multimodal.multimodal.imagebind.encode import ImageBindEncoder
         from lit_multimodal.multimodal.pandagpt.export import (
             build_pandagpt,
             load_delta,
             model_init_args,
             read_checkpoint,
+            read_model_config,
         )
 
-        fit = read_fit_config(config)  # parsed once for the model and the embedder
+        fit = read_model_config(config)  # parsed once for the model and the embedder
         hparams = read_checkpoint(ckpt)[1] if ckpt else {}
         model = build_pandagpt(fit, hparams, llm_path, dtype)
         if ckpt:

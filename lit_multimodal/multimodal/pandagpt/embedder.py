@@ -13,8 +13,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from lit_multimodal.data.base import DataError
 from lit_multimodal.file_kind import describe_content
+from lit_multimodal.training.errors import DataError
 
 __all__ = ["Embedder", "PrecomputedEmbedder"]
 

@@ -16,8 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from lit_multimodal.data.base import DataError
 from lit_multimodal.multimodal.imagebind.bind.manifest import read_manifest, resolve_item
+from lit_multimodal.training.errors import DataError
 
 from .answers import MatchMode, match_answer
 

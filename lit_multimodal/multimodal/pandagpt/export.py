@@ -149,15 +149,24 @@ def delta_state_dict(model: torch.nn.Module) -> OrderedDict[str, torch.Tensor]:
     )
 
 
+def read_model_config(config: str | Sequence[str] | Namespace | None) -> Namespace | None:
+    """A fit config as ``lit-mm fit`` parses it (:func:`lit_multimodal.fit_config.read_fit_config`).
+
+    The PandaGPT commands (chat, demo, serve, export, evaluate) read their ``--config`` here, so that they build
+    exactly the model ``fit`` trained.
+    """
+    from lit_multimodal.fit_config import read_fit_config  # the one uphill import, see architecture.md
+
+    return read_fit_config(config)
+
+
 def model_init_args(config: str | Sequence[str] | Namespace | None) -> dict[str, Any]:
     """``model.init_args`` of a fit config as ``lit-mm fit`` parses it (defaults filled), as plain dicts.
 
     Args:
         config: see :func:`lit_multimodal.fit_config.read_fit_config`; None gives ``{}``.
     """
-    from lit_multimodal.fit_config import read_fit_config
-
-    fit = read_fit_config(config)
+    fit = read_model_config(config)
     model = fit.get("model") if fit is not None else None
     init_args = model.get("init_args") if model is not None else None
     return init_args.as_dict() if init_args is not None else {}
@@ -182,6 +191,7 @@ def build_pandagpt(
     """
     import inspect
 
+    from lit_multimodal.fit_config import resolve_model_references  # the one uphill import, see architecture.md
     from lit_multimodal.multimodal.pandagpt.module import PandaGPT
 
     accepted = set(inspect.signature(PandaGPT.__init__).parameters) - {"self"}
@@ -193,6 +203,7 @@ def build_pandagpt(
         args["dtype"] = dtype
     if not args.get("llm_path"):
         raise DeltaCheckpointError("no base LLM: give --config with model.init_args.llm_path or --llm_path")
+    resolve_model_references(args)  # quickstart:tiny-llama in the config or in an older checkpoint's hparams
     args = {k: (tuple(v) if isinstance(v, list) else v) for k, v in args.items()}
     model = PandaGPT(**args)
     model.eval()

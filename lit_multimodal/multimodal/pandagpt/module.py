@@ -21,9 +21,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from lit_multimodal.data.base import DataError
+from lit_multimodal.errors import DataError
 from lit_multimodal.multimodal.pandagpt.embedder import Embedder, PrecomputedEmbedder
 from lit_multimodal.multimodal.pandagpt.llm import DTypeName, load_base_llm
+from lit_multimodal.multimodal.pandagpt.llm_folder import check_llm_folder
 from lit_multimodal.multimodal.pandagpt.lora import apply_lora, is_trainable_name
 from lit_multimodal.multimodal.pandagpt.loss import causal_lm_loss_sum, official_gen_acc
 from lit_multimodal.multimodal.pandagpt.projector import ProjectorKind, build_projector, project
@@ -53,7 +54,7 @@ class PandaGPT(LitMMModule):
 
     Args:
         llm_path: folder of the base LLM (e.g. Vicuna v0 7B), loaded offline with ``AutoModelForCausalLM``;
-            ``quickstart:tiny-llama`` builds the quickstart's tiny LLaMA once under the cache folder.
+            ``quickstart:tiny-llama`` (the quickstart's tiny LLaMA) once ``lit-mm`` has resolved it to its folder.
         embedder: source of the ``(B, embed_dim)`` modality embeddings (e.g.
             :class:`~lit_multimodal.multimodal.pandagpt.embedder.PrecomputedEmbedder`); required to train or
             validate.
@@ -139,15 +140,13 @@ class PandaGPT(LitMMModule):
             raise ValueError(f"model.decoding must be sample or greedy, got {decoding!r}")
         self.save_hyperparameters(ignore=["embedder"], logger=False)
         self.hparams.update(betas=list(betas))
-        from lit_multimodal.multimodal.pandagpt.quickstart import resolve_llm_path
-
         table_dim = embedder.dim if isinstance(embedder, PrecomputedEmbedder) else None
         if table_dim and table_dim != embed_dim:
             raise DataError(
                 f"{embedder.path}: embeddings are {table_dim} wide but model.embed_dim is {embed_dim}; use a table "
                 f"of the encoder PandaGPT reads (1024 for ImageBind-huge) or set model.embed_dim: {table_dim}"
             )
-        self.llm_path = resolve_llm_path(str(llm_path))
+        self.llm_path = check_llm_folder(str(llm_path))
         self.embedder = embedder
         self.modality = modality
         self.embed_dim = embed_dim
