@@ -87,7 +87,8 @@ def test_pandagpt_commands_resolve_the_llm_where_they_build_the_model(cache, tmp
 
     config = tmp_path / "fit.yaml"
     model = {"llm_path": "quickstart:tiny-llama", "embed_dim": 16, "lora_r": 2, "lora_alpha": 4, "dtype": "float32"}
-    config.write_text(yaml.safe_dump({"model": {"init_args": model}}))
+    model_config = {"class_path": "lit_multimodal.multimodal.pandagpt.module.PandaGPT", "init_args": model}
+    config.write_text(yaml.safe_dump({"model": model_config}))
     built = build_pandagpt(str(config))
     assert Path(built.llm_path) == cache / "quickstart" / "pandagpt" / "tiny-llama-v1"
     assert built.hparams.llm_path == built.llm_path  # a checkpoint records the folder, not the reference
