@@ -106,6 +106,8 @@ def test_quick_run_writes_json(bench, tmp_path):
             continue
         assert row["ratio_vs_full"] == pytest.approx(row["step_time_s"] / rows["full@fp32"]["step_time_s"])
         assert row["ratio_over_floor"] == pytest.approx(row["ratio_vs_full"] / row["floor_ratio_vs_full"])
+        full_mb = max(rows["full@fp32"]["peak_memory_growth_mb"], 1e-9)
+        assert row["memory_vs_full"] == pytest.approx(row["peak_memory_growth_mb"] / full_mb)
 
 
 def test_sweep_and_pipeline_benchmarks_run(tmp_path):

@@ -435,3 +435,54 @@ def test_merge_command_writes_a_timm_state_dict_with_the_checkpoint_logits(tiny_
         torch.testing.assert_close(plain.eval()(images), tuned, rtol=0, atol=1e-5)
         plain.load_state_dict(load_file(str(weights)), strict=False)  # the backbone without the trained FacT
         assert not torch.allclose(plain(images), tuned, atol=1e-4)
+
+
+METHOD_SWEEPS = ("quickstart_methods", "fgvc_methods", "bci_methods")
+
+
+def _sweep_file(name: str) -> dict:
+    import yaml
+
+    from .conftest import REPO
+
+    return yaml.safe_load((REPO / "experiments" / f"{name}.yaml").read_text())
+
+
+def _first_points(config: dict) -> dict:
+    """The sweep with its first task and each grid (the sweep's and every variant's) cut to its first value."""
+    cut = lambda grid: {k: v if v is None else v[:1] for k, v in grid.items()} if grid else grid  # noqa: E731
+    variants = {name: {**layer, "grid": cut(layer.get("grid"))} for name, layer in config["variants"].items()}
+    return {**config, "tasks": config["tasks"][:1], "grid": cut(config.get("grid")), "variants": variants}
+
+
+@pytest.mark.parametrize("name", METHOD_SWEEPS)
+def test_method_sweep_file_has_every_method_and_each_variant_validates(name, tmp_path, monkeypatch):
+    """Every registered method is a variant whose configs parse (first task and grid point; slow test: all)."""
+    from lit_multimodal.sweeps.runner import sweep
+
+    from .conftest import REPO
+
+    monkeypatch.chdir(REPO)  # base_config paths are relative to the repository, as for lit-mm sweep
+    config = _sweep_file(name)
+    assert list(config["variants"]) and set(config["variants"]) == set(list_methods())
+    config = {**_first_points(config), "out_dir": str(tmp_path / "sweep")}
+    summary = sweep(**config, dry_run=True)
+    assert summary["search_runs"] == len(list_methods())  # one point per variant
+    assert set(summary["variants"]) == set(list_methods())
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", METHOD_SWEEPS)
+def test_method_sweep_file_dry_run_validates_every_task_and_grid_value(name, tmp_path, monkeypatch, capsys):
+    from lit_multimodal.sweeps.runner import sweep
+
+    from .conftest import REPO
+
+    monkeypatch.chdir(REPO)
+    config = _sweep_file(name)
+    summary = sweep(**{**config, "out_dir": str(tmp_path / "sweep")}, dry_run=True)
+    printed = capsys.readouterr().out
+    for variant in config["variants"]:
+        assert f"[{variant}]" in printed  # the tuning each variant's configs resolve to is the variant's method
+    assert summary["search_runs"] == sum(v["search_runs"] for v in summary["variants"].values())

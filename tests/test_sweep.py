@@ -20,10 +20,12 @@ from lit_multimodal.sweeps.plan import (
     MANIFEST,
     WD_KEY,
     SweepError,
+    expand_variants,
     format_value,
     grid_points,
     read_manifest,
     run_name,
+    value_points,
 )
 from lit_multimodal.sweeps.runner import SweepIncompleteError, sweep
 from lit_multimodal.training.results import write_json_atomic
@@ -409,6 +411,75 @@ def test_dry_run_validates_every_grid_point(tmp_path, vtab_fixture, grid, messag
     _, base = vtab_fixture
     with pytest.raises(SweepError, match=message):
         sweep("dry", [str(base)], ["dtd"], grid=grid, out_dir=str(tmp_path / "sweep"), dry_run=True)
+
+
+def test_value_points_parse_each_value_of_each_key_once():
+    grid = {"a": [1, 2, 3], "b": [4, 5], "c": [6]}
+    assert value_points(grid) == [
+        {"a": 1, "b": 4, "c": 6},
+        {"a": 2, "b": 4, "c": 6},
+        {"a": 3, "b": 4, "c": 6},
+        {"a": 1, "b": 5, "c": 6},
+    ]
+    seen = {(key, point[key]) for point in value_points(grid) for key in grid}
+    assert seen == {(key, value) for key, values in grid.items() for value in values}
+
+
+def test_variants_layer_configs_grid_and_args_over_the_sweep():
+    plans = expand_variants(
+        "cmp",
+        ["base.yaml"],
+        {LR_KEY: [1.0, 0.5], WD_KEY: [0.0]},
+        ["--trainer.max_epochs=1"],
+        None,
+        {
+            "plain": {},
+            "lora": {"base_config": ["lora.yaml"], "grid": {LR_KEY: [0.01], "r": [4, 8]}, "extra_args": ["--x=1"]},
+            "fixed": {"grid": {LR_KEY: None, WD_KEY: None, "dim": [2]}},
+        },
+    )
+    assert list(plans) == ["plain", "lora", "fixed"]
+    assert plans["plain"] == {
+        "name": "cmp/plain",
+        "base_config": ["base.yaml"],
+        "grid": {LR_KEY: [1.0, 0.5], WD_KEY: [0.0]},
+        "extra_args": ["--trainer.max_epochs=1"],
+        "out_dir": str(Path("runs/sweeps/cmp/plain")),
+    }
+    assert plans["lora"]["base_config"] == ["base.yaml", "lora.yaml"]
+    assert plans["lora"]["grid"] == {LR_KEY: [0.01], WD_KEY: [0.0], "r": [4, 8]}
+    assert plans["lora"]["extra_args"] == ["--trainer.max_epochs=1", "--x=1"]
+    assert plans["fixed"]["grid"] == {"dim": [2]}  # null drops a key of the sweep's grid
+    only = expand_variants("cmp", [], None, None, "out", {"a": {}, "b": {}}, only=["b"])
+    assert list(only) == ["b"] and only["b"]["out_dir"] == str(Path("out/b")) and only["b"]["grid"] is None
+    with pytest.raises(SweepError, match=r"variant 'a': unknown keys \['grids'\]"):
+        expand_variants("cmp", [], None, None, None, {"a": {"grids": {}}})
+    with pytest.raises(SweepError, match=r"unknown variants \['c'\]"):
+        expand_variants("cmp", [], None, None, None, {"a": {}, "b": {}}, only=["c"])
+    with pytest.raises(SweepError, match="not a folder name"):
+        expand_variants("cmp", [], None, None, None, {"a/b": {}})
+
+
+def test_variant_sweeps_plan_each_variant_on_its_own_and_validate_all_before_running(tmp_path, vtab_fixture, capsys):
+    _, base = vtab_fixture
+    layer = tmp_path / "bias.yaml"
+    layer.write_text(yaml.safe_dump({"model": {"init_args": {"tuning": "bias"}}}))
+    out = tmp_path / "sweep"
+    variants = {"vpt": {}, "bias": {"base_config": [str(layer)], "grid": {LR_KEY: [0.1]}}}
+    summary = sweep("cmp", [str(base)], ["dtd"], grid=TINY_GRID, out_dir=str(out), variants=variants, dry_run=True)
+    printed = capsys.readouterr().out
+    assert summary["search_runs"] == 3 and {k: v["search_runs"] for k, v in summary["variants"].items()} == {
+        "vpt": 2,
+        "bias": 1,
+    }
+    assert "dtd [vpt_deep]" in printed and "dtd [bias]" in printed
+    assert str(out / "bias" / "search" / "dtd" / "lr0.1_wd0_seed42") in printed
+    assert str(out / "vpt" / "search" / "dtd" / "lr0.5_wd0_seed42") in printed
+    assert not out.exists()
+    bad = {"vpt": {}, "broken": {"grid": {LR_KEY: [-1.0]}}}  # the second variant is wrong: the first must not run
+    with pytest.raises(SweepError, match="base_lr must be positive"):
+        sweep("cmp", [str(base)], ["dtd"], grid=TINY_GRID, out_dir=str(out), variants=bad)
+    assert not out.exists()
 
 
 def test_a_success_without_metrics_is_not_done(tmp_path):

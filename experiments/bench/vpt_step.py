@@ -13,7 +13,8 @@ Each row is compared with
   ``memory_vs_reference``; ``reference@bf16``, the same under bf16 autocast: ``speedup_vs_reference_bf16``;
 * the same variant with ``+lightning`` (``Trainer.fit`` on the same module and loader, timed start to
   start of each batch): ``lightning_overhead``;
-* ``full`` fine-tuning in the same setup: ``ratio_vs_full`` against its FLOP floor ``floor_ratio_vs_full``;
+* ``full`` fine-tuning in the same setup: ``ratio_vs_full`` against its FLOP floor ``floor_ratio_vs_full``
+  (their quotient ``ratio_over_floor``), and ``memory_vs_full``;
 * on CUDA, the GPU's peak dense TFLOP/s: ``mfu`` (counted matmul FLOPs of the step / time / peak).
 
 Memory is the growth of the worker's peak memory over its baseline after the model, optimiser and batch
@@ -560,6 +561,7 @@ def run(variants: list[Variant], settings: Settings, rounds: int, steps: int) ->
             pairs = zip(row["round_median_s"], full["round_median_s"], strict=True)
             row["round_ratios_vs_full"] = [a / b for a, b in pairs]
             row["ratio_over_floor"] = row["ratio_vs_full"] / row["floor_ratio_vs_full"]
+            row["memory_vs_full"] = row["peak_memory_growth_mb"] / max(full["peak_memory_growth_mb"], 1e-9)
             if row["tuning"] in PROMPT_TUNINGS:
                 row["within_target"] = abs(row["ratio_over_floor"] - 1) <= TARGET_TOLERANCE
         if reference is not None and name != "reference":

@@ -199,3 +199,73 @@ def append_manifest(sweep_dir: Path, runs: list[RunSpec]) -> None:
                 continue
             kept.append(line + "\n")
     write_text_atomic(path, "".join(kept) + "".join(spec.to_json() + "\n" for spec in new))
+
+
+VARIANT_FIELDS = ("base_config", "grid", "extra_args")
+
+
+def value_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The first grid point, then one point per further value of each key (the other keys at their first).
+
+    Config values are checked one at a time: every value of every key is parsed once, in ``1 + Σ(n_k - 1)``
+    points instead of the ``Π n_k`` of the full product.
+    """
+    points = grid_points(grid)
+    first = points[0]
+    return [first] + [{**first, key: value} for key, values in grid.items() for value in values[1:]]
+
+
+def expand_variants(
+    name: str,
+    base_config: list[str],
+    grid: dict[str, list[Any]] | None,
+    extra_args: list[str] | None,
+    out_dir: str | None,
+    variants: dict[str, dict[str, Any]],
+    only: list[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """One sweep per variant (e.g. per tuning method), each searched, selected and finalised on its own.
+
+    A variant layers over the sweep: its ``base_config`` files come after the sweep's, its ``grid`` keys
+    replace or add to the sweep's grid (a key set to null drops it), its ``extra_args`` come after the
+    sweep's. Variant ``v`` of sweep ``s`` is named ``s/v`` and writes to ``<out_dir>/<v>``, so one
+    ``lit-mm report --sweep_dir <out_dir>`` compares the variants, a row each.
+
+    Args:
+        name: the sweep's name.
+        base_config: the sweep's config files (before each variant's).
+        grid: the sweep's grid (None: each variant's own, or the official grid).
+        extra_args: the sweep's extra ``lit-mm fit`` arguments.
+        out_dir: the sweep folder (default ``runs/sweeps/<name>``).
+        variants: variant name → ``{base_config: [...], grid: {...}, extra_args: [...]}`` (each optional).
+        only: run these variants alone (default all).
+
+    Returns:
+        Per variant, in the sweep file's order: ``name``, ``base_config``, ``grid``, ``extra_args``, ``out_dir``.
+    """
+    if not variants:
+        raise SweepError("variants is empty: give at least one variant or leave the key out")
+    unknown = [v for v in only or [] if v not in variants]
+    if unknown:
+        raise SweepError(f"only_variants names unknown variants {unknown}; the sweep has {list(variants)}")
+    parent = Path(out_dir or f"runs/sweeps/{name}")
+    plans = {}
+    for variant, layer in variants.items():
+        if only and variant not in only:
+            continue
+        if not variant or "/" in variant or variant.startswith("."):
+            raise SweepError(f"variant name {variant!r} is not a folder name")
+        layer = dict(layer or {})
+        wrong = sorted(set(layer) - set(VARIANT_FIELDS))
+        if wrong:
+            raise SweepError(f"variant {variant!r}: unknown keys {wrong}; a variant takes {list(VARIANT_FIELDS)}")
+        merged = {**(grid or {}), **(layer.get("grid") or {})}
+        merged = {key: values for key, values in merged.items() if values is not None}
+        plans[variant] = {
+            "name": f"{name}/{variant}",
+            "base_config": [*base_config, *(layer.get("base_config") or [])],
+            "grid": merged or None,
+            "extra_args": [*(extra_args or []), *(layer.get("extra_args") or [])],
+            "out_dir": str(parent / variant),
+        }
+    return plans

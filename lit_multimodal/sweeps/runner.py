@@ -27,10 +27,12 @@ from lit_multimodal.sweeps.plan import (
     append_manifest,
     check_grid_values,
     default_grid,
+    expand_variants,
     grid_points,
     override_args,
     run_id,
     run_name,
+    value_points,
 )
 from lit_multimodal.training.results import read_result, read_status, result_status, write_json_atomic
 
@@ -111,13 +113,14 @@ class Sweep:
         """Parses every task's search and final configs before anything runs; returns the tuning per task."""
         if not self.tasks:
             raise SweepError("no tasks given")
-        points = grid_points(self.grid)
+        points = value_points(self.grid)
         if not self.final_seeds:
             raise SweepError("final_seeds is empty")
         _check_known_tasks(self.tasks, self.task_arg)
         tunings = {}
-        # Every task with the first point, and every point with the first task: grid values do not depend
-        # on the task, so this checks each value once without parsing tasks x points configs.
+        # Every task with the first point, and each further value of each key with the first task: grid
+        # values depend neither on the task nor on each other, so this checks each value once without
+        # parsing tasks x points configs.
         checks = [(task, points[0]) for task in self.tasks] + [(self.tasks[0], point) for point in points[1:]]
         for task, point in checks:
             for stage_args in (self.search_args, self.final_args):
@@ -294,6 +297,8 @@ def sweep(
     max_parallel: int = 1,
     devices: list[int] | None = None,
     slurm: SlurmOptions | None = None,
+    variants: dict[str, dict[str, Any]] | None = None,
+    only_variants: list[str] | None = None,
     dry_run: bool = False,
 ) -> dict[str, Any]:
     """Runs a VPT-protocol sweep: search on the validation split, choose per task, seeded final runs.
@@ -333,12 +338,63 @@ def sweep(
         max_parallel: local launcher: runs at once, each pinned to one device.
         devices: local launcher: the GPU indices to pin runs to (default ``0..max_parallel-1``).
         slurm: SLURM resources (partition, time, CPUs/GPUs per task, array parallelism, extra sbatch options).
-        dry_run: print the plan and validate every config (every task and every grid point); run nothing.
+        variants: variant name → ``{base_config, grid, extra_args}`` layered over the sweep's (e.g. one per
+            tuning method); each variant is its own sweep under ``<out_dir>/<variant>``: searched, selected
+            and finalised on its own, and one report over ``out_dir`` compares them. Every variant's
+            configs validate before the first run starts.
+        only_variants: run only these variants (default all).
+        dry_run: print the plan and validate every config (every task and every grid value); run nothing.
 
     Returns:
-        Counts per stage and the selection.
+        Counts per stage and the selection (with variants: these per variant, and the combined report).
     """
-    sweep_plan = Sweep(
+    plan_args = {
+        "tasks": tasks,
+        "task_arg": task_arg,
+        "search_seed": search_seed,
+        "final_seeds": final_seeds,
+        "search_args": search_args,
+        "final_args": final_args,
+        "metric": metric,
+        "lr_key": lr_key,
+        "wd_key": wd_key,
+    }
+    run_args = {
+        "stages": stages,
+        "launcher": launcher,
+        "max_parallel": max_parallel,
+        "devices": devices,
+        "slurm": slurm,
+        "dry_run": dry_run,
+    }
+    if variants is not None:
+        expanded = expand_variants(name, base_config, grid, extra_args, out_dir, variants, only_variants)
+        renderer = ConfigRenderer()  # one parser for every variant
+        plans = {v: _make_plan(**plan_args, **kwargs, renderer=renderer) for v, kwargs in expanded.items()}
+        return _run_variants(plans, Path(out_dir or f"runs/sweeps/{name}"), **run_args)
+    sweep_plan = _make_plan(name, base_config, grid=grid, extra_args=extra_args, out_dir=out_dir, **plan_args)
+    return _execute(sweep_plan, sweep_plan.validate(), **run_args)
+
+
+def _make_plan(
+    name: str,
+    base_config: list[str],
+    tasks: list[str],
+    task_arg: str | None,
+    grid: dict[str, list[Any]] | None,
+    search_seed: int,
+    final_seeds: list[int] | None,
+    search_args: dict[str, Any] | None,
+    final_args: dict[str, Any] | None,
+    metric: str,
+    extra_args: list[str] | None,
+    out_dir: str | None,
+    lr_key: str = DEFAULT_LR_KEY,
+    wd_key: str = DEFAULT_WD_KEY,
+    renderer: ConfigRenderer | None = None,
+) -> Sweep:
+    """The :class:`Sweep` of :func:`sweep`'s arguments, with their defaults filled in."""
+    return Sweep(
         name=name,
         base_config=list(base_config),
         tasks=list(tasks),
@@ -355,9 +411,47 @@ def sweep(
         out_dir=Path(out_dir or f"runs/sweeps/{name}"),
         lr_key=lr_key,
         wd_key=wd_key,
+        renderer=renderer or ConfigRenderer(),
     )
+
+
+def _run_variants(plans: dict[str, Sweep], parent: Path, dry_run: bool, **run_args: Any) -> dict[str, Any]:
+    """Validates every variant's sweep, then runs them one after the other and reports over ``parent``."""
+    tunings = {variant: plan.validate() for variant, plan in plans.items()}
+    summaries: dict[str, Any] = {}
+    incomplete = []
+    for number, (variant, plan) in enumerate(plans.items(), 1):
+        print(f"== variant {number}/{len(plans)}: {variant}", flush=True)
+        try:
+            summaries[variant] = _execute(plan, tunings[variant], dry_run=dry_run, **run_args)
+        except SweepIncompleteError as err:
+            summaries[variant], incomplete = err.summary, [*incomplete, variant]
+    if dry_run:
+        total = sum(summary["search_runs"] for summary in summaries.values())
+        return {"dry_run": True, "search_runs": total, "variants": summaries}
+    from lit_multimodal.sweeps.report import report
+
+    summary = {"out_dir": str(parent), "variants": summaries, "report": report(str(parent))}
+    if incomplete:
+        raise SweepIncompleteError(
+            f"variants {incomplete} left tasks without a selectable search run; see {parent / 'summary.md'}",
+            summary,
+        )
+    return summary
+
+
+def _execute(
+    sweep_plan: Sweep,
+    tunings: dict[str, str],
+    stages: list[Stage] | None,
+    launcher: Literal["local", "slurm"],
+    max_parallel: int,
+    devices: list[int] | None,
+    slurm: SlurmOptions | None,
+    dry_run: bool,
+) -> dict[str, Any]:
+    """Runs one validated sweep: search, selection, finals and its report (see :func:`sweep`)."""
     stages = list(stages or ["search", "final"])
-    tunings = sweep_plan.validate()
     search = sweep_plan.search_runs(tunings)
     if dry_run:
         _print_plan(sweep_plan, search, tunings)
@@ -373,6 +467,7 @@ def sweep(
     selection, problems = sweep_plan.select(search)
     write_json_atomic(sweep_plan.out_dir / SELECTION, selection)
     summary["selection"] = selection
+    metric = sweep_plan.metric
     if problems:
         summary["search_problems"] = problems
         for task, runs in problems.items():
