@@ -20,6 +20,7 @@ from torch import nn
 
 from lit_multimodal.data.base import DataError
 from lit_multimodal.multimodal.pandagpt.conversation import IGNORE_INDEX
+from lit_multimodal.multimodal.pandagpt.embed_noise import add_embedding_noise
 from lit_multimodal.multimodal.pandagpt.embedder import Embedder, PrecomputedEmbedder
 from lit_multimodal.multimodal.pandagpt.projector import ProjectorKind, build_projector, project
 from lit_multimodal.training.checkpointing import TrainableOnlyCheckpoints
@@ -188,6 +189,8 @@ class PandaGPT(TrainableOnlyCheckpoints):
         decoding: default decoding of chat, demo and server: ``sample`` (the official top-p 0.01) or ``greedy``.
         load_in_4bit: QLoRA: load the frozen LLM in 4-bit NF4 with double quantization and bf16 compute
             (bitsandbytes; needs a CUDA GPU). LoRA and the projector stay in full precision.
+        embed_noise_std: Gaussian noise (std per dimension) added to the modality embedding in training steps
+            only (CapDec; :mod:`~lit_multimodal.multimodal.pandagpt.embed_noise`); 0: off, as the official.
     """
 
     def __init__(
@@ -219,6 +222,7 @@ class PandaGPT(TrainableOnlyCheckpoints):
         soft_tokens: int = 1,
         decoding: Literal["sample", "greedy"] = "sample",
         load_in_4bit: bool = False,
+        embed_noise_std: float = 0.0,
     ) -> None:
         super().__init__()
         if not llm_path:
@@ -389,6 +393,8 @@ class PandaGPT(TrainableOnlyCheckpoints):
 
     def _shared_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
         embeds = self.embed_inputs(batch["image_paths"])
+        if self.training:
+            embeds = add_embedding_noise(embeds, self.hparams.embed_noise_std)
         logits = self(batch["input_ids"], batch["attention_mask"], embeds, int(batch["image_position"]))
         targets = batch["target_ids"]
         loss_sum, count = causal_lm_loss_sum(logits, targets)
