@@ -140,3 +140,15 @@ def test_embedding_noise_matches_a_hand_draw_and_only_applies_in_training(tmp_pa
     assert loss(False) == pytest.approx(loss(False))  # never in validation
     model.hparams.embed_noise_std = 0.0
     assert loss(False) == pytest.approx(loss(True))
+
+
+def test_emergence_quickstart_config_decodes_greedily_with_noise_on(tmp_path):
+    import yaml
+
+    from lit_multimodal.multimodal.pandagpt.chat import PandaGPTChat
+
+    init = yaml.safe_load(open("configs/quickstart/emergence_pandagpt.yaml"))["model"]["init_args"]
+    assert init["decoding"] == "greedy" and init["embed_noise_std"] > 0
+    _, model = tiny_pandagpt(tmp_path, seed=5)
+    model.decoding = init["decoding"]
+    assert PandaGPTChat(model, encoder=None).default_do_sample is False  # chat and demo default to greedy
