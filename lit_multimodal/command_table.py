@@ -122,7 +122,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "emergence",
         "the offline emergence quickstart: bind, train on image-text only, evaluate",
-        "lit_multimodal.multimodal.imagebind.bind.quickstart:emergence",
+        "lit_multimodal.emergence:emergence",
     ),
 )
 

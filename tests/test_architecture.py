@@ -6,9 +6,10 @@ still a dependency). Layers, low to high:
 0. shared helpers: ``training/`` and the top-level helper modules (errors, files, paths, references, ...);
 1. the model folders ``vision/`` and ``multimodal/``, and ``data/`` (image-classification data): none of the
    three imports another;
-2. ``sweeps/`` and ``predictions`` (commands over any model);
-3. ``quickstart/`` (imports the model folders; only the command line imports it);
-4. the command line (``cli``, ``entry``, ``__main__``).
+2. ``quickstart/`` (imports the model folders; only the command line, the fit-config reader and the emergence
+   quickstart import it);
+3. ``fit_config`` (the one fit-config parser), ``sweeps/`` and ``predictions`` (commands over any model);
+4. the command line (``cli``, ``entry``, ``__main__``) and ``emergence`` (chains ``lit-mm`` commands).
 
 Alias modules (an old import path kept for configs and code written against it) only re-export their new home;
 they are checked to do nothing else and left out of the graph.
@@ -52,6 +53,7 @@ LAYERS = {
     "cli": 4,
     "entry": 4,
     "__main__": 4,
+    "emergence": 4,
 }
 PEERS_APART = {"data", "vision", "multimodal"}  # same layer, but none may import another
 
@@ -74,17 +76,6 @@ ALLOWED_UPHILL = {
     ),
 }
 
-# Imports that other parts of issue 15 remove (the one fit-config parser, one errors module, the emergence
-# quickstart rework). Each must still exist: once it is gone, delete its line here so that it cannot come back.
-PENDING_UPHILL = {
-    ("lit_multimodal.multimodal.imagebind.bind.data", "lit_multimodal.data.base"): "DataError",
-    ("lit_multimodal.multimodal.imagebind.bind.evaluate", "lit_multimodal.data.base"): "DataError",
-    ("lit_multimodal.multimodal.imagebind.bind.manifest", "lit_multimodal.data.base"): "DataError",
-    ("lit_multimodal.multimodal.imagebind.bind.digits_data", "lit_multimodal.data.digits"): "digit scans",
-    ("lit_multimodal.multimodal.imagebind.bind.quickstart", "lit_multimodal.cli"): "lit-mm emergence runs lit-mm",
-}
-# Folder-level cycles (top-level folders and modules) left once the pending uphill imports above are gone.
-PENDING_FOLDER_CYCLES: list[set[str]] = []
 
 # Cycles inside one folder that exist only through an import inside a function (Python imports them in order);
 # each should go when its folder is next reworked. Module-level cycles are never allowed.
@@ -211,13 +202,13 @@ def test_every_module_has_a_layer():
 
 def test_imports_do_not_run_uphill():
     uphill = {(s, t) for s, targets in _graph().items() for t in targets if _uphill(s, t)}
-    unexpected = sorted(uphill - set(ALLOWED_UPHILL) - set(PENDING_UPHILL))
+    unexpected = sorted(uphill - set(ALLOWED_UPHILL))
     assert not unexpected, "imports from a lower layer to a higher one (or between data/vision/multimodal):\n" + (
         "\n".join(f"  {s} -> {t}" for s, t in unexpected)
     )
     assert len(ALLOWED_UPHILL) <= 1
-    gone = sorted((set(ALLOWED_UPHILL) | set(PENDING_UPHILL)) - uphill)
-    assert not gone, f"no longer imported, remove from the exceptions: {gone}"
+    gone = sorted(set(ALLOWED_UPHILL) - uphill)
+    assert not gone, f"no longer imported, remove from ALLOWED_UPHILL: {gone}"
 
 
 def test_no_import_cycle_at_module_level():
@@ -228,13 +219,10 @@ def test_folders_import_each_other_one_way():
     folders: dict[str, set[str]] = defaultdict(set)
     for source, targets in _graph().items():
         # the allowed uphill import closes a loop by definition; it is checked (and limited to one) above
-        kept = {t for t in targets if (source, t) not in PENDING_UPHILL and (source, t) not in ALLOWED_UPHILL}
+        kept = {t for t in targets if (source, t) not in ALLOWED_UPHILL}
         folders[_top(source)] |= {_top(t) for t in kept} - {_top(source)}
     cycles = _cycles(folders)
-    unexpected = [sorted(c) for c in cycles if c not in PENDING_FOLDER_CYCLES]
-    assert not unexpected, f"folders that import each other: {unexpected}"
-    gone = [sorted(p) for p in PENDING_FOLDER_CYCLES if p not in cycles]
-    assert not gone, f"cycles that no longer exist, remove them from PENDING_FOLDER_CYCLES: {gone}"
+    assert not cycles, f"folders that import each other: {[sorted(c) for c in cycles]}"
 
 
 def test_cycles_inside_a_folder_are_the_known_lazy_ones():
@@ -245,8 +233,7 @@ def test_cycles_inside_a_folder_are_the_known_lazy_ones():
     assert not unknown, f"new import cycles: {unknown}"
     gone = [sorted(k) for k in LAZY_CYCLES_WITHIN_A_FOLDER if not any(k <= c for c in inside)]
     assert not gone, f"cycles that no longer exist, remove them from LAZY_CYCLES_WITHIN_A_FOLDER: {gone}"
-    # cycles across folders are the pending folder-level ones, checked above
-    assert all(any({_top(f"{PACKAGE}.{m}") for m in c} & p for p in PENDING_FOLDER_CYCLES) for c in cross)
+    assert not cross, f"import cycles across folders: {cross}"
 
 
 def test_only_the_command_line_imports_the_quickstart():
@@ -259,6 +246,7 @@ def test_only_the_command_line_imports_the_quickstart():
     assert importers <= {
         f"{PACKAGE}.cli",
         f"{PACKAGE}.fit_config",
+        f"{PACKAGE}.emergence",
         *(s for s, t in ALLOWED_UPHILL if t.startswith(f"{PACKAGE}.quickstart")),
     }
 

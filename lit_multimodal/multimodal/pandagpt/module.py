@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lit_multimodal.errors import DataError
+from lit_multimodal.multimodal.pandagpt.embed_noise import add_embedding_noise
 from lit_multimodal.multimodal.pandagpt.embedder import Embedder, PrecomputedEmbedder
 from lit_multimodal.multimodal.pandagpt.llm import DTypeName, load_base_llm
 from lit_multimodal.multimodal.pandagpt.llm_folder import check_llm_folder
@@ -94,6 +95,8 @@ class PandaGPT(LitMMModule):
         decoding: default decoding of chat, demo and server: ``sample`` (the official top-p 0.01) or ``greedy``.
         load_in_4bit: QLoRA: load the frozen LLM in 4-bit NF4 with double quantization and bf16 compute
             (bitsandbytes; needs a CUDA GPU). LoRA and the projector stay in full precision.
+        embed_noise_std: Gaussian noise (std per dimension) added to the modality embedding in training steps
+            only (CapDec; :mod:`~lit_multimodal.multimodal.pandagpt.embed_noise`); 0: off, as the official.
     """
 
     hparam_metrics = HPARAM_METRICS
@@ -129,6 +132,7 @@ class PandaGPT(LitMMModule):
         soft_tokens: int = 1,
         decoding: Literal["sample", "greedy"] = "sample",
         load_in_4bit: bool = False,
+        embed_noise_std: float = 0.0,
     ) -> None:
         super().__init__()
         if not llm_path:
@@ -283,6 +287,8 @@ class PandaGPT(LitMMModule):
 
     def _shared_step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
         embeds = self.embed_inputs(batch["image_paths"])
+        if self.training:
+            embeds = add_embedding_noise(embeds, self.hparams.embed_noise_std)
         logits = self(batch["input_ids"], batch["attention_mask"], embeds, int(batch["image_position"]))
         targets = batch["target_ids"]
         loss_sum, count = causal_lm_loss_sum(logits, targets)

@@ -16,7 +16,7 @@ from lightning.pytorch import LightningDataModule
 from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset
 
-from lit_multimodal.data.base import DataError
+from lit_multimodal.errors import DataError
 
 from ..encode import ImageBindEncoder, loader_key
 from ..preprocess import load_inputs

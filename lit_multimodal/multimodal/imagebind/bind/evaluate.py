@@ -14,7 +14,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from lit_multimodal.data.base import DataError
+from lit_multimodal.errors import DataError
 
 from ..encode import ImageBindEncoder, loader_key
 from .loss import retrieval_recalls

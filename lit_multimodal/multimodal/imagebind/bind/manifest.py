@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lit_multimodal.data.base import DataError
+from lit_multimodal.errors import DataError
 
 __all__ = ["PairRecord", "read_manifest", "read_pairs", "resolve_item"]
 

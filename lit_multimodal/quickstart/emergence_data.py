@@ -107,7 +107,7 @@ def write_emergence_data(
     Returns:
         ``root``.
     """
-    from lit_multimodal.data.digits import digit_image, load_digits_arrays
+    from lit_multimodal.quickstart.digits import digit_image, load_digits_arrays
 
     root = Path(root).expanduser()
     done = root / "done.json"

@@ -1,6 +1,7 @@
 """``lit-mm emergence``: the emergence quickstart on CPU, nothing downloaded.
 
-1. Writes the offline multimodal digits (``digits_data``): scans, names, DTMF tones, depth and thermal renders.
+1. Writes the offline multimodal digits (:mod:`~lit_multimodal.quickstart.emergence_data`): scans, names, DTMF
+   tones, depth and thermal renders.
 2. ``lit-mm bind``: the tiny ImageBind's image encoder to its frozen text encoder (the stand-in for OpenCLIP's
    image–text pre-training), exported.
 3. ``lit-mm bind``: audio, depth and thermal encoders, each to the frozen image encoder of step 2; exported into
@@ -24,12 +25,11 @@ from typing import Any
 import yaml
 
 from lit_multimodal.paths import cache_dir
-
-from .digits_data import DIGIT_WORDS, write_emergence_data
+from lit_multimodal.quickstart.emergence_data import DIGIT_WORDS, write_emergence_data
 
 __all__ = ["BOUND_MODALITIES", "emergence"]
 
-CONFIGS = Path(__file__).resolve().parents[4] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BOUND_MODALITIES = ("audio", "depth", "thermal")
 
 
@@ -110,7 +110,7 @@ def emergence(
     cache = root / "embedding-cache"
     image_ckpt = _bind(CONFIGS / "bind" / "quickstart_image.yaml", folder / "bind_image_text.jsonl", None,
                        root / "bind_image", cache, image_epochs)  # fmt: skip
-    from .export import bind_export
+    from lit_multimodal.multimodal.imagebind.bind.export import bind_export
 
     stage = root / "imagebind_image.pth"
     bind_export(str(image_ckpt), str(stage))
@@ -127,7 +127,7 @@ def emergence(
     current.replace(final)
     Path(str(current) + ".json").replace(str(final) + ".json")
 
-    from .evaluate import bind_eval
+    from lit_multimodal.multimodal.imagebind.bind.evaluate import bind_eval
 
     zeroshot = {}
     for modality in ("image", *BOUND_MODALITIES):
