@@ -533,3 +533,10 @@ def test_selection_records_the_learning_rate_of_the_named_key(tmp_path):
     assert not problems
     assert selection["digits"]["base_lr"] == 0.01 and selection["digits"]["weight_decay"] == 0.001
     assert selection["digits"]["params"] == {PANDAGPT_LR: 0.01, PANDAGPT_WD: 0.001}
+    # the report's per-run rows read the learning rate under the sweep's key too
+    from lit_multimodal.sweeps.plan import append_manifest
+    from lit_multimodal.sweeps.rows import collect_runs
+
+    append_manifest(tmp_path, runs)
+    rows = {row.name: row for row in collect_runs(tmp_path)}
+    assert rows["lr0.02_wd0.001_seed0"].base_lr == 0.02 and rows["lr0.01_wd0.001_seed0"].weight_decay == 0.001

@@ -19,12 +19,13 @@ Everything is generated deterministically from a seed; nothing is downloaded.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+from lit_multimodal.files import write_text_atomic
 
 __all__ = ["DIGIT_WORDS", "DTMF", "caption", "dtmf_clip", "write_emergence_data"]
 
@@ -76,16 +77,14 @@ def _thermal(scan: np.ndarray, rng: np.random.Generator) -> Image.Image:
 
 
 def _write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def write_emergence_data(
     root: str | Path,
     seed: int = 0,
     noise: float = 0.5,
-    qa_per_digit: int = 5,
+    qa_per_digit: int = 20,
     instructions_per_digit: int | None = None,
 ) -> Path:
     """Writes the files and manifests under ``root`` (idempotent: a finished folder is left as it is).

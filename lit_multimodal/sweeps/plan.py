@@ -53,6 +53,8 @@ class RunSpec:
         params: the grid point, dotted config key → value.
         run_dir: the run directory relative to the sweep directory.
         args: the full ``lit-mm fit`` argument list (config files and overrides) without the run directory.
+        lr_key: the sweep's learning-rate key (reports read the run's learning rate from ``params`` under it).
+        wd_key: the sweep's weight-decay key.
     """
 
     id: str
@@ -64,6 +66,8 @@ class RunSpec:
     params: dict[str, Any]
     run_dir: str
     args: list[str] = field(default_factory=list)
+    lr_key: str = DEFAULT_LR_KEY
+    wd_key: str = DEFAULT_WD_KEY
 
     def to_json(self) -> str:
         """One manifest line."""

@@ -226,8 +226,11 @@ def _run_row(sweep_name: str, sweep: Path, root: Path, entry: dict[str, Any]) ->
     data_args = (result.get("data") or {}).get("init_args") or {}
     task = entry.get("task") or data_args.get("task") or data_args.get("dataset") or "unknown"
     seed = entry.get("seed", result.get("seed"))
-    base_lr = _param(params, "base_lr")
-    weight_decay = _param(params, "weight_decay")
+    # Manifests written before sweeps named their keys hold the image classifier's (``...base_lr``).
+    base_lr = as_float(params[entry["lr_key"]]) if entry.get("lr_key") in params else _param(params, "base_lr")
+    weight_decay = (
+        as_float(params[entry["wd_key"]]) if entry.get("wd_key") in params else _param(params, "weight_decay")
+    )
     trainable = counts.get("trainable")
     log_path = run_dir / LOG_FILE
     error = str(result.get("error") or "")

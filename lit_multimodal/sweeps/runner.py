@@ -145,6 +145,8 @@ class Sweep:
             params=params,
             run_dir=f"{stage}/{task}/{name}",
             args=args,
+            lr_key=self.lr_key,
+            wd_key=self.wd_key,
         )
 
     def search_runs(self, tunings: dict[str, str]) -> list[RunSpec]:
