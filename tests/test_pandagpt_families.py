@@ -137,6 +137,10 @@ def test_export_writes_the_mlp_projector(base_tokenizer, tmp_path):
     saved = load_file(summary["projection"])
     assert set(saved) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     torch.testing.assert_close(saved["2.weight"], model.llama_proj[2].weight.detach())
+    # chat (and evaluate) read the device and project through the MLP too: two soft tokens per input
+    (tmp_path / "x.jpg").write_bytes(b"")  # HashEncoder embeds the path, not the content
+    token, _ = PandaGPTChat(model, HashEncoder()).encode_inputs({"image": str(tmp_path / "x.jpg")})
+    assert token.shape == (2, model.llama_proj[2].out_features // 2)
 
 
 def test_cli_fit_and_chat_on_qwen2_with_its_style(base_tokenizer, tmp_path, capsys):

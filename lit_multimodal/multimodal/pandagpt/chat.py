@@ -147,7 +147,7 @@ class PandaGPTChat:
     @property
     def device(self) -> torch.device:
         """The model's device."""
-        return self.model.llama_proj.weight.device
+        return next(self.model.llama_proj.parameters()).device
 
     def encode_inputs(self, files_by_modality: Mapping[str, str | Sequence[str] | None]) -> tuple[torch.Tensor, dict]:
         """One soft token from every given input: ``Σ llama_proj(e_i)`` over modalities (and files).
