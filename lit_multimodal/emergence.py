@@ -24,10 +24,11 @@ from typing import Any
 
 import yaml
 
+from lit_multimodal.files import write_text_atomic
 from lit_multimodal.paths import cache_dir
 from lit_multimodal.quickstart.emergence_data import DIGIT_WORDS, write_emergence_data
 
-__all__ = ["BOUND_MODALITIES", "emergence"]
+__all__ = ["BOUND_MODALITIES", "conclusion", "emergence"]
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BOUND_MODALITIES = ("audio", "depth", "thermal")
@@ -79,7 +80,7 @@ def emergence(
     image_epochs: int | None = None,
     bind_epochs: int | None = None,
     pandagpt_epochs: int | None = None,
-) -> dict[str, Any]:
+) -> None:
     """Runs the whole emergence quickstart and prints the emergent-transfer table (CPU only, nothing downloaded).
 
     Args:
@@ -90,8 +91,8 @@ def emergence(
         bind_epochs: epochs of each audio/depth/thermal binding (default: the configs').
         pandagpt_epochs: epochs of PandaGPT instruction tuning (default: the config's).
 
-    Returns:
-        Paths, ImageBind zero-shot accuracies, the PandaGPT table and the seconds of every step.
+    Writes ``<out>/emergence.json`` (paths, ImageBind zero-shot accuracies, the PandaGPT table, the seconds of every
+    step) and ends with the result in a few sentences and the commands to chat with the model.
     """
     root = Path(out).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -155,5 +156,43 @@ def emergence(
         "pandagpt": summary["table"],
         "seconds": {**times, "total": round(sum(times.values()), 1)},
     }
-    (root / "emergence.json").write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    write_text_atomic(root / "emergence.json", json.dumps(result, indent=2) + "\n")
+    answers = json.loads((root / "evaluate" / "evaluate.json").read_text())["answers"]
+    audio = [answer for answer in answers if answer["modality"] == "audio"]
+    print(conclusion(result, next((a for a in audio if a["correct"]), audio[0])))
+
+
+def conclusion(result: dict[str, Any], example: dict[str, Any]) -> str:
+    """The run's outcome in English: what PandaGPT saw, how often it named the digit per modality, what to run next.
+
+    Args:
+        result: the content of ``emergence.json``.
+        example: one answer record of ``lit-mm evaluate`` (an audio clip), quoted and offered to ``lit-mm chat``.
+    """
+    rows = {row["modality"]: row for row in result["pandagpt"]}
+
+    def share(modality: str) -> str:
+        row = rows[modality]
+        return f"{100 * row['accuracy']:.0f} % ({row['accuracy'] / row['chance']:.1f}x chance)"
+
+    seen = [m for m, row in rows.items() if row["status"] == "seen in training"]
+    emergent = [m for m, row in rows.items() if row["status"] == "emergent"]
+    chance = 100 * next(iter(rows.values()))["chance"]
+    zeroshot = result["imagebind_zeroshot"]
+    lines = [
+        "",
+        f"PandaGPT was trained on {' and '.join(seen)}-text instructions only. Asked \"What digit is this?\" about "
+        f"held-out files, it named the right digit for {', '.join(f'{m} {share(m)}' for m in seen)}; for modalities "
+        f"it never saw: {', '.join(f'{m} {share(m)}' for m in emergent)}. Guessing gives {chance:.0f} %.",
+        "ImageBind's own zero-shot accuracy against the ten digit names: "
+        + ", ".join(f"{m} {100 * v['accuracy']:.0f} %" for m, v in zeroshot.items())
+        + f". {result['seconds']['total']:.0f} s in all.",
+        f"For example, the DTMF tone of a {example['answer']} ({Path(example['file']).name}) got "
+        f"\"{example['prediction']}\"",
+        "",
+        "Ask it yourself:",
+        f"  lit-mm chat --config {result['pandagpt_config']} --ckpt_path {result['pandagpt_ckpt']} \\",
+        f"    --{example['modality']} {example['file']} --prompt '{example['question']}'",
+        f"  lit-mm demo --config {result['pandagpt_config']} --ckpt_path {result['pandagpt_ckpt']}",
+    ]
+    return "\n".join(lines)

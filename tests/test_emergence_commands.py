@@ -152,3 +152,25 @@ def test_emergence_quickstart_config_decodes_greedily_with_noise_on(tmp_path):
     _, model = tiny_pandagpt(tmp_path, seed=5)
     model.decoding = init["decoding"]
     assert PandaGPTChat(model, encoder=None).default_do_sample is False  # chat and demo default to greedy
+
+
+def test_emergence_conclusion_reads_the_table_in_percent_beside_chance():
+    from lit_multimodal.emergence import conclusion
+
+    table = [
+        {"modality": "image", "accuracy": 0.725, "chance": 0.1, "status": "seen in training"},
+        {"modality": "audio", "accuracy": 0.59, "chance": 0.1, "status": "emergent"},
+        {"modality": "depth", "accuracy": 0.18, "chance": 0.1, "status": "emergent"},
+    ]
+    result = {"pandagpt": table, "imagebind_zeroshot": {"audio": {"accuracy": 0.697, "chance": 0.1}},
+              "seconds": {"total": 123.4}, "pandagpt_config": "run/pandagpt.yaml", "pandagpt_ckpt": "run/last.ckpt"}  # fmt: skip
+    example = {"modality": "audio", "file": "data/audio/0030.wav", "question": "What digit is this?",
+               "answer": "zero", "prediction": "This is the digit 0."}  # fmt: skip
+    text = conclusion(result, example)
+    assert "trained on image-text instructions only" in text
+    assert "image 72 % (7.2x chance)" in text
+    assert "audio 59 % (5.9x chance), depth 18 % (1.8x chance)" in text
+    assert "Guessing gives 10 %" in text and "audio 70 %" in text and "123 s" in text
+    assert '"This is the digit 0."' in text
+    assert "--audio data/audio/0030.wav --prompt 'What digit is this?'" in text
+    assert "--ckpt_path run/last.ckpt" in text

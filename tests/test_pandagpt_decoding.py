@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -50,6 +51,16 @@ def test_quickstart_config_decodes_greedily_and_the_engine_follows_the_model(set
         assert engine.answer([], "Hi", token, max_new_tokens=8, top_p=1.0, temperature=2.0, seed=5) == greedy
     finally:
         setup.model.decoding = "sample"
+
+
+def test_streaming_uses_the_cache_keyword_of_the_installed_transformers(setup):
+    token, _ = setup.engine.encode_inputs({"image": str(setup.image)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        answer = setup.engine.answer([], "Hi", token, max_new_tokens=6, do_sample=False)
+    assert answer
+    # a deprecated keyword would print its warning in the middle of a streamed answer
+    assert not [w for w in caught if "past_key_values" in str(w.message)], [str(w.message) for w in caught]
 
 
 class ScriptedLM(nn.Module):

@@ -19,6 +19,7 @@ Depth and IMU are not wired in the official PandaGPT; here they are summed the s
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -246,8 +247,9 @@ class PandaGPTChat:
         llm = self.model.llama_model
         stop_ids = set(getattr(self.conversation, "stop_ids", {self.tokenizer.eos_token_id})) - {None}
         stop_strings = tuple(getattr(self.conversation, "stop_strings", (STOP_TEXT,)))
+        cache_key = _cache_keyword(llm)
         out = llm(inputs_embeds=self.prompt_embeds(history, message, embedding, system), use_cache=True)
-        past = out.past_key_values
+        past = getattr(out, cache_key)
         tokens: list[int] = []
         emitted = ""
         self.generated_tokens = 0  # tokens of the answer in progress (read by the web demo for tokens/s)
@@ -275,8 +277,8 @@ class PandaGPTChat:
                 yield safe[len(emitted) :]
                 emitted = safe
             ids = torch.tensor([[next_id]], device=self.device)
-            out = llm(input_ids=ids, past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = llm(input_ids=ids, use_cache=True, **{cache_key: past})
+            past = getattr(out, cache_key)
         text = detokenizer.text.rstrip()
         if text.startswith(emitted) and len(text) > len(emitted):
             yield text[len(emitted) :]
@@ -284,6 +286,17 @@ class PandaGPTChat:
     def answer(self, history: Sequence[tuple[str, str]], message: str, embedding: torch.Tensor, **sampling) -> str:
         """The whole answer of :meth:`generate`."""
         return "".join(self.generate(history, message, embedding, **sampling))
+
+
+def _cache_keyword(llm: torch.nn.Module) -> str:
+    """The name of the key/value cache in the LLM's forward and output: ``cache`` or ``past_key_values``.
+
+    Recent transformers renamed ``past_key_values`` to ``cache`` and warn on the old name (in the middle of a
+    streamed answer); older releases know only ``past_key_values``. A PEFT wrapper forwards ``**kwargs``, so the
+    signature is read from the model it wraps.
+    """
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 class _Detokenizer:
