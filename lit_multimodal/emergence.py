@@ -181,14 +181,14 @@ def conclusion(result: dict[str, Any], example: dict[str, Any]) -> str:
     zeroshot = result["imagebind_zeroshot"]
     lines = [
         "",
-        f"PandaGPT was trained on {' and '.join(seen)}-text instructions only. Asked \"What digit is this?\" about "
+        f'PandaGPT was trained on {" and ".join(seen)}-text instructions only. Asked "What digit is this?" about '
         f"held-out files, it named the right digit for {', '.join(f'{m} {share(m)}' for m in seen)}; for modalities "
         f"it never saw: {', '.join(f'{m} {share(m)}' for m in emergent)}. Guessing gives {chance:.0f} %.",
         "ImageBind's own zero-shot accuracy against the ten digit names: "
         + ", ".join(f"{m} {100 * v['accuracy']:.0f} %" for m, v in zeroshot.items())
         + f". {result['seconds']['total']:.0f} s in all.",
         f"For example, the DTMF tone of a {example['answer']} ({Path(example['file']).name}) got "
-        f"\"{example['prediction']}\"",
+        f'"{example["prediction"]}"',
         "",
         "Ask it yourself:",
         f"  lit-mm chat --config {result['pandagpt_config']} --ckpt_path {result['pandagpt_ckpt']} \\",

@@ -163,7 +163,8 @@ def test_emergence_conclusion_reads_the_table_in_percent_beside_chance():
         {"modality": "depth", "accuracy": 0.18, "chance": 0.1, "status": "emergent"},
     ]
     result = {"pandagpt": table, "imagebind_zeroshot": {"audio": {"accuracy": 0.697, "chance": 0.1}},
-              "seconds": {"total": 123.4}, "pandagpt_config": "run/pandagpt.yaml", "pandagpt_ckpt": "run/last.ckpt"}  # fmt: skip
+              "seconds": {"total": 123.4}, "pandagpt_config": "run/pandagpt.yaml",
+              "pandagpt_ckpt": "run/last.ckpt"}  # fmt: skip
     example = {"modality": "audio", "file": "data/audio/0030.wav", "question": "What digit is this?",
                "answer": "zero", "prediction": "This is the digit 0."}  # fmt: skip
     text = conclusion(result, example)
