@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from lightning.fabric.utilities.seed import reset_seed
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 
-__all__ = ["CPUDeepSpeedStrategy"]
+__all__ = ["CPUDeepSpeedStrategy", "FirstStepGradients"]
+
+
+class FirstStepGradients(Callback):
+    """Saves the gradients of the first optimiser step on rank 0, after DDP has averaged them. For tests only.
+
+    Lets a test compare what different strategies or device counts compute for the same batch.
+
+    Args:
+        path: the file written with ``torch.save``: parameter name -> gradient.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer) -> None:
+        """Writes the gradients once, before the first step changes the weights."""
+        if trainer.global_step == 0 and trainer.is_global_zero:
+            grads = {n: p.grad.detach().clone() for n, p in pl_module.named_parameters() if p.grad is not None}
+            torch.save(grads, self.path)
 
 
 class CPUDeepSpeedStrategy(DeepSpeedStrategy):

@@ -15,6 +15,7 @@ from lit_multimodal.training.safe_load import CheckpointFileError, safe_torch_lo
 
 __all__ = [
     "CheckpointFileError",
+    "read_module_checkpoint",
     "TrainableOnlyCheckpoints",
     "checkpoint_differences",
     "load_resume_checkpoint",
@@ -155,3 +156,52 @@ def load_resume_checkpoint(path: str | Path) -> dict[str, Any]:
             "run's checkpoints/*.ckpt (backbone weights go to --model.init_args.backbone.checkpoint)"
         )
     return checkpoint
+
+
+# Lightning's DDP/DeepSpeed wrappers prefix the module's own names in a DeepSpeed checkpoint.
+_WRAPPER_PREFIXES = ("_forward_module.", "module.")
+
+
+def _own_name(key: str) -> str:
+    for prefix in _WRAPPER_PREFIXES:
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return key
+
+
+def read_module_checkpoint(
+    path: str | Path, error: type[Exception] = CheckpointFileError
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The tensors and saved init arguments of a training checkpoint, from one device or from DeepSpeed.
+
+    Args:
+        path: a Lightning ``*.ckpt`` file (tensors under ``state_dict``), a DeepSpeed checkpoint folder (Lightning
+            writes ``last.ckpt/checkpoint/mp_rank_00_model_states.pt``; the tensors are under ``module``) or a plain
+            dict of tensors (no init arguments).
+        error: the exception raised for an unreadable file (the caller's own bad-input error).
+
+    Returns:
+        ``(state, hparams)`` under the module's own parameter names; ``hparams`` is empty for a plain dict.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        error: a folder without a DeepSpeed model-states file, a file that cannot be loaded safely, or one that
+            is not a dict.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        shards = sorted(path.glob("**/mp_rank_00_model_states.pt"))
+        if not shards:
+            raise error(f"{path}: a folder without a DeepSpeed mp_rank_00_model_states.pt")
+        loaded = safe_torch_load(shards[0], error=error)
+        if not isinstance(loaded, dict) or not isinstance(loaded.get("module"), dict):
+            raise error(f"{shards[0]}: no 'module' weights in this DeepSpeed checkpoint")
+        return {_own_name(k): v for k, v in loaded["module"].items()}, dict(loaded.get("hyper_parameters") or {})
+    loaded = safe_torch_load(path, error=error)
+    if not isinstance(loaded, dict):
+        raise error(f"{path}: expected a dict of tensors or a Lightning checkpoint, found a {type(loaded).__name__}")
+    if isinstance(loaded.get("state_dict"), dict):
+        return {_own_name(k): v for k, v in loaded["state_dict"].items()}, dict(loaded.get("hyper_parameters") or {})
+    return {_own_name(k): v for k, v in loaded.items()}, {}

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lit_multimodal.errors import CheckpointError
-from lit_multimodal.training.safe_load import safe_torch_load
+from lit_multimodal.training.checkpointing import read_module_checkpoint
 
 if TYPE_CHECKING:
     from jsonargparse import Namespace
@@ -43,22 +43,10 @@ DELTA_FILE = "pytorch_model.pt"
 PROJ_FILE = "llama_proj.safetensors"
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
-_WRAPPER_PREFIXES = ("_forward_module.", "module.")
 
 
 class DeltaCheckpointError(CheckpointError):
     """A PandaGPT checkpoint that cannot be read or does not fit the model; the message names the file."""
-
-
-def _strip_wrapper(key: str) -> str:
-    for prefix in _WRAPPER_PREFIXES:
-        if key.startswith(prefix):
-            return key[len(prefix) :]
-    return key
-
-
-def _torch_load(path: Path) -> Any:
-    return safe_torch_load(path, error=DeltaCheckpointError)
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -74,29 +62,12 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         delta).
     """
     path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    hparams: dict[str, Any] = {}
     if path.is_dir():
-        delta = path / DELTA_FILE
-        shards = sorted(path.glob("**/mp_rank_00_model_states.pt"))
-        if delta.is_file():
-            path = delta
-        elif shards:
-            loaded = _torch_load(shards[0])
-            if not isinstance(loaded, dict) or not isinstance(loaded.get("module"), dict):
-                raise DeltaCheckpointError(f"{shards[0]}: no 'module' weights in this DeepSpeed checkpoint")
-            hparams = dict(loaded.get("hyper_parameters") or {})
-            return {_strip_wrapper(k): v for k, v in loaded["module"].items()}, hparams
-        else:
+        if (path / DELTA_FILE).is_file():
+            path = path / DELTA_FILE
+        elif not any(path.glob("**/mp_rank_00_model_states.pt")):
             raise DeltaCheckpointError(f"{path}: a folder without {DELTA_FILE} or a DeepSpeed mp_rank_00 file")
-    loaded = _torch_load(path)
-    if not isinstance(loaded, dict):
-        raise DeltaCheckpointError(f"{path}: expected a dict of tensors or a Lightning checkpoint")
-    if isinstance(loaded.get("state_dict"), dict):
-        hparams = dict(loaded.get("hyper_parameters") or {})
-        loaded = loaded["state_dict"]
-    state = {_strip_wrapper(k): v for k, v in loaded.items()}
+    state, hparams = read_module_checkpoint(path, error=DeltaCheckpointError)
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise DeltaCheckpointError(f"{path}: entries that are not tensors: {bad[:5]}")

@@ -55,7 +55,7 @@ class PairDataset(Dataset):
             x = x.float() if x.is_floating_point() else x
         else:
             x = load_inputs(loader_key(self.modality), [self.items[index]], **self.options)[0]
-        return {"input": x, "anchor": self.anchors[index], "label": self.labels[index]}
+        return {"input": x, "anchor": self.anchors[index], "label": self.labels[index], "index": index}
 
 
 class BindDataModule(LightningDataModule):

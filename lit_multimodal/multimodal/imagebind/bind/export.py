@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from lit_multimodal.training.checkpointing import read_module_checkpoint
+
 from ..checkpoint import ImageBindCheckpointError, check_state_dict
 from ..model import ImageBindModel
 from .module import BindModule, base_imagebind
@@ -21,23 +23,22 @@ __all__ = ["bind_export", "read_bind_checkpoint"]
 
 
 def read_bind_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The trainable tensors and hyper-parameters of a ``lit-mm bind`` Lightning checkpoint.
+    """The trainable tensors and hyper-parameters of a ``lit-mm bind`` checkpoint (``*.ckpt`` or DeepSpeed folder).
 
     Raises:
         ImageBindCheckpointError: the file is missing or is not a bind checkpoint.
     """
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise ImageBindCheckpointError(f"{path}: bind checkpoint not found")
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(raw, dict) or "state_dict" not in raw or "hyper_parameters" not in raw:
+    state, hparams = read_module_checkpoint(path, error=ImageBindCheckpointError)
+    if not hparams:
         raise ImageBindCheckpointError(
             f"{path}: not a Lightning checkpoint of lit-mm bind (no state_dict/hyper_parameters)"
         )
-    hparams = dict(raw["hyper_parameters"])
     if "modality" not in hparams or "tuning" not in hparams:
         raise ImageBindCheckpointError(f"{path}: hyper-parameters are not those of BindModule: {sorted(hparams)[:10]}")
-    return raw["state_dict"], hparams
+    return state, hparams
 
 
 def bind_export(ckpt: str, out: str, checkpoint: str | None = None) -> dict[str, Any]:

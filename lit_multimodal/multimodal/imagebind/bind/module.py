@@ -69,6 +69,9 @@ class BindModule(LitMMModule):
         lora_targets: trunk layers LoRA adapts (``out_proj``, ``fc1``, ``fc2``).
         temperature: fixed τ; None: the paper's value for the modality.
         mask_same_label: drop same-label pairs from the negatives (for class-paired data).
+        gather_negatives: on several devices, all-gather the embeddings so that every query sees the whole global
+            batch as negatives (the paper's batch sizes are global); the gradient then equals that of one device
+            with the global batch. False: each device contrasts its own batch only.
         lr: peak learning rate (AdamW, betas 0.9/0.95 as the paper).
         weight_decay: AdamW weight decay.
         warmup_fraction: linear warmup over this fraction of the steps, then cosine decay to 0.
@@ -94,6 +97,7 @@ class BindModule(LitMMModule):
         lora_targets: tuple[str, ...] = ("out_proj", "fc1", "fc2"),
         temperature: float | None = None,
         mask_same_label: bool = False,
+        gather_negatives: bool = True,
         lr: float = 1.6e-3,
         weight_decay: float = 0.2,
         warmup_fraction: float = 0.05,
@@ -157,16 +161,28 @@ class BindModule(LitMMModule):
         """Embeddings ``(B, D)`` of the bound modality (official encode: clips averaged, postprocessed)."""
         return self.imagebind.encode(self.modality, x)
 
-    def _step(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        emb = self(batch["input"])
+    def _distributed(self) -> bool:
+        return self._trainer is not None and self._trainer.world_size > 1
+
+    def _step(self, batch: dict[str, Tensor], gather: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        emb = local = self(batch["input"])
+        anchor = batch["anchor"]
         labels = batch["label"] if self.hparams.mask_same_label else None
-        loss, m2a, a2m = infonce_loss(emb, batch["anchor"], self.temperature, labels)
-        return loss, m2a, a2m, emb
+        if gather:
+            # sync_grads: the gather's backward sums every device's gradient for this device's embeddings; with
+            # DDP's averaging that is exactly the gradient of the loss over the global batch on one device.
+            emb = self.all_gather(emb, sync_grads=True).flatten(0, 1)
+            anchor = self.all_gather(anchor).flatten(0, 1)
+            labels = self.all_gather(labels).flatten(0, 1) if labels is not None else None
+        loss, m2a, a2m = infonce_loss(emb, anchor, self.temperature, labels)
+        return loss, m2a, a2m, local
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        """InfoNCE on one batch of pairs."""
-        loss, m2a, a2m, _ = self._step(batch)
-        size = len(batch["input"])
+        """InfoNCE on one batch of pairs (the global batch when ``gather_negatives`` and several devices)."""
+        gather = bool(self.hparams.gather_negatives) and self._distributed()
+        loss, m2a, a2m, _ = self._step(batch, gather=gather)
+        size = len(batch["input"]) * (self._trainer.world_size if gather else 1)
+        self.log("train/negatives", float(size - 1), on_step=True, on_epoch=False, batch_size=size)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         self.log("train/loss_m2a", m2a, on_epoch=True, batch_size=size)
         self.log("train/loss_a2m", a2m, on_epoch=True, batch_size=size)
@@ -181,22 +197,34 @@ class BindModule(LitMMModule):
         loss, _, _, emb = self._step(batch)
         self.log("val/loss", loss, on_epoch=True, batch_size=len(batch["input"]), sync_dist=True)
         self._val.append(
-            {"emb": emb.detach().float().cpu(), "anchor": batch["anchor"].float().cpu(), "label": batch["label"].cpu()}
-        )
+            {"emb": emb.detach().float(), "anchor": batch["anchor"].float(), "label": batch["label"],
+             "index": batch["index"]}
+        )  # fmt: skip
 
     def on_validation_epoch_end(self) -> None:
-        """Retrieval recall over the held-out split, both directions (modality→anchor ``m2a``, ``a2m``)."""
+        """Retrieval recall over the held-out split, both directions (modality→anchor ``m2a``, ``a2m``).
+
+        On several devices the shards are gathered first and the distributed sampler's padding (repeated items)
+        is dropped by item index, so the recalls are those of the whole split, as on one device.
+        """
         if not self._val:
             return
-        emb = torch.cat([v["emb"] for v in self._val])
-        anchor = torch.cat([v["anchor"] for v in self._val])
-        labels = torch.cat([v["label"] for v in self._val])
+        parts = {key: torch.cat([v[key] for v in self._val]) for key in ("emb", "anchor", "label", "index")}
+        if self._distributed():
+            parts = {key: self.all_gather(value).flatten(0, 1) for key, value in parts.items()}
+            order = torch.argsort(parts["index"], stable=True)
+            keep = torch.ones_like(order, dtype=torch.bool)
+            keep[1:] = parts["index"][order][1:] != parts["index"][order][:-1]
+            parts = {key: value[order[keep]] for key, value in parts.items()}
+        emb, anchor, labels = (parts[key].cpu() for key in ("emb", "anchor", "label"))
         labels = labels if bool((labels >= 0).all()) else None
         ks = tuple(self.hparams.retrieval_ks)
         for direction, (q, k) in {"m2a": (emb, anchor), "a2m": (anchor, emb)}.items():
             for name, value in retrieval_recalls(q, k, ks, labels).items():
-                self.log(f"val/{name}_{direction}", value, prog_bar=name == "R@1" and direction == "m2a")
-        self.log("val/chance_R@1", 1.0 / len(emb))
+                # the same value on every device (gathered): sync_dist only silences Lightning's warning
+                self.log(f"val/{name}_{direction}", value, prog_bar=name == "R@1" and direction == "m2a",
+                         sync_dist=True)  # fmt: skip
+        self.log("val/chance_R@1", 1.0 / len(emb), sync_dist=True)
         self._val = []
 
     def configure_optimizers(self):
