@@ -6,21 +6,13 @@ Slow (a few minutes on 2 CPU cores): the chain runs once per session and both te
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from lit_multimodal.multimodal.pandagpt.answers import match_answer
-from tests.test_pandagpt_demo import CHROMIUM, _browser_or_skip, _free_port
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.test_pandagpt_demo import CHROMIUM, _browser_or_skip, running_demo
 
 
 @pytest.fixture(scope="session")
@@ -60,36 +52,16 @@ def test_demo_answers_an_audio_clip_with_the_right_digit_and_the_emergent_badge(
 
     # a held-out clip the trained model answers correctly in evaluation (greedy, so the demo gives the same answer)
     record = next(a for a in emergence_run.evaluation["answers"] if a["modality"] == "audio" and a["correct"])
-    port = _free_port()
-    log = tmp_path / "server.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp_path / "uploads")}
-    args = [sys.executable, "-m", "lit_multimodal", "demo", "--config", emergence_run.result["pandagpt_config"],
-            "--ckpt", emergence_run.result["pandagpt_ckpt"], "--host", "127.0.0.1", "--port", str(port),
-            "--max_new_tokens", "32"]  # fmt: skip
-    with open(log, "wb") as handle:
-        proc = subprocess.Popen(
-            args, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}/"
+    options = ["--config", emergence_run.result["pandagpt_config"], "--ckpt", emergence_run.result["pandagpt_ckpt"],
+               "--max_new_tokens", "32"]  # fmt: skip
     wait = 60_000
-    try:
-        for _ in range(600):
-            if proc.poll() is not None:
-                pytest.fail(f"demo server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"demo server did not answer on {url}:\n{log.read_text()[-3000:]}")
+    with running_demo(options, tmp_path) as server:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
                                                  args=["--no-sandbox", "--disable-gpu", "--no-first-run"])  # fmt: skip
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(url)
+                page.goto(server.url)
                 expect(page.locator("#greedy input")).to_be_checked(timeout=wait)  # the quickstart decodes greedily
                 expect(page.locator("#untrained-note")).to_be_hidden()
                 page.locator("#input-audio input[type=file]").set_input_files(record["file"])
@@ -104,13 +76,5 @@ def test_demo_answers_an_audio_clip_with_the_right_digit_and_the_emergent_badge(
                 answer = page.locator("#chatbot .message-row.bot-row").last.inner_text().strip()
             finally:
                 browser.close()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
     assert "\ufffd" not in answer
     assert match_answer(answer, record["answer"]), (answer, record["answer"])

@@ -42,6 +42,7 @@ def test_dry_run_runs_every_part_and_writes_json(dry_run):
         "vpt": "ok",
         "pandagpt": "ok",
         "imagebind": "ok",
+        "qlora": "ok",
         "tests": "skipped (dry run)",
     }
     assert json.loads((out / "gpu_suite.json").read_text())["headline"] == summary["headline"]
@@ -57,6 +58,16 @@ def test_dry_run_runs_every_part_and_writes_json(dry_run):
         assert "error" not in row, row
         assert row["tokens_per_s"] > 0 and row["tokens_per_step"] == row["micro_batch"] * row["length"]
         assert row["trainable_params"] < row["total_params"]
+
+    # the QLoRA variant's weights go to disk and back through the module's own from_pretrained (4-bit needs CUDA)
+    (qlora,) = parts["qlora"]["result"]["variants"].values()
+    assert "error" not in qlora, qlora
+    assert qlora["four_bit"] is False and "NF4 needs CUDA" in qlora["note"] and qlora["weights_on_disk_gib"] > 0
+    assert qlora["tokens_per_s"] > 0
+    assert (qlora["total_params"], qlora["trainable_params"]) == (
+        lora["plain"]["total_params"],
+        lora["plain"]["trainable_params"],
+    )
 
     imagebind = parts["imagebind"]["result"]["modalities"]
     assert set(imagebind) == {"vision", "audio", "text"} and all(r["embeddings_per_s"] > 0 for r in imagebind.values())

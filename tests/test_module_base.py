@@ -41,6 +41,16 @@ def test_counts_by_hand_and_under_zero3_partitioning():
     assert count() == expected
 
 
+def test_four_bit_weights_count_in_their_original_shape():
+    # bitsandbytes' Params4bit (QLoRA) stores a (32, 64) weight as 1024 packed bytes of shape (1024, 1) and keeps
+    # the original shape in quant_state.shape; written here in that layout, without bitsandbytes.
+    packed = nn.Parameter(torch.zeros(1024, 1, dtype=torch.uint8), requires_grad=False)
+    packed.quant_state = SimpleNamespace(shape=torch.Size([32, 64]))
+    lora = nn.Parameter(torch.zeros(4, 64))
+    counts = count_named_parameters([("llm.q_proj.weight", packed), ("llm.q_proj.lora_A", lora)])
+    assert counts == ParamCounts(total=32 * 64 + 256, trainable=256, backbone=32 * 64 + 256)
+
+
 class Tiny(LitMMModule):
     """A frozen linear backbone with an added adapter; lr halves every step."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -261,15 +263,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def demo_server(tmp_path):
-    """``python -m lit_multimodal demo`` with the quickstart model (no checkpoint) on a free loopback port."""
+@contextlib.contextmanager
+def running_demo(options: list[str], tmp_path: Path) -> Iterator[SimpleNamespace]:
+    """``python -m lit_multimodal demo <options>`` on a free loopback port; stopped (with its children) on exit."""
     _browser_or_skip()
     port = _free_port()
     log = tmp_path / "server.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp_path / "uploads")}
-    args = [sys.executable, "-m", "lit_multimodal", "demo", "--config", str(REPO / "configs/quickstart/pandagpt.yaml")]
-    args += ["--host", "127.0.0.1", "--port", str(port), "--max_new_tokens", "12"]
+    args = [sys.executable, "-m", "lit_multimodal", "demo", *options, "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
@@ -294,6 +295,14 @@ def demo_server(tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+@pytest.fixture
+def demo_server(tmp_path):
+    """The demo with the quickstart model (no checkpoint)."""
+    config = str(REPO / "configs/quickstart/pandagpt.yaml")
+    with running_demo(["--config", config, "--max_new_tokens", "12"], tmp_path) as server:
+        yield server
 
 
 @pytest.mark.browser

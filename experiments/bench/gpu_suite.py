@@ -13,7 +13,10 @@ its error in the summary, and the parts after it still run):
    checkpointing and Lightning's stock DeepSpeed ZeRO-2: tokens/s, peak memory, MFU.
 4. ``imagebind``: :mod:`imagebind_embed` on ImageBind-huge with random bf16 weights: embeddings/s for image, audio
    and text batches.
-5. ``tests``: ``pytest -m gpu``.
+5. ``qlora``: :mod:`pandagpt_lora_step` again, bf16 LoRA against QLoRA (the LLM in 4-bit NF4 through bitsandbytes,
+   read from random weights written to disk first) at one fixed micro-batch: memory of the built model, training
+   peak, tokens/s.
+6. ``tests``: ``pytest -m gpu``.
 
 Output (``--out``, default ``$OUT`` when set, else ``results/gpu_suite``): ``gpu_suite.json`` (every part's status,
 time and JSON, and a headline next to the anchors), ``gpu_suite.log`` (everything the parts printed) and each part's
@@ -21,7 +24,8 @@ own JSON. ``--dry-run`` runs every part on the CPU with tiny shapes (the test su
 
 The GPU machine needs the packages of experiments/bench/gpu_wheels.sh beside its own torch/Lightning stack::
 
-    python3 experiments/bench/gpu_suite.py --out results/gpu_suite          # about 6-8 minutes on one H100/H200
+    python3 experiments/bench/gpu_suite.py --out results/gpu_suite          # about 8-10 minutes on one H100/H200
+    python3 experiments/bench/gpu_suite.py --parts env qlora tests          # the QLoRA measurement alone
     python3 experiments/bench/gpu_suite.py --dry-run --out /tmp/gpu_suite   # CPU, about a minute
 """
 
@@ -87,6 +91,15 @@ def _pandagpt(out: Path, dry: bool) -> list[str]:
     return _python("pandagpt_lora_step.py", "--device", "cuda", "--timeout", "100", "--out", str(out))
 
 
+def _qlora(out: Path, dry: bool) -> list[str]:
+    if dry:
+        return _python("pandagpt_lora_step.py", "--dry-run", "--variants", "qlora", "--out", str(out))
+    return _python(
+        "pandagpt_lora_step.py", "--device", "cuda", "--variants", "plain", "qlora", "--micro-batch", "4",
+        "--steps", "4", "--timeout", "200", "--out", str(out),
+    )  # fmt: skip
+
+
 def _imagebind(out: Path, dry: bool) -> list[str]:
     return _python("imagebind_embed.py", *(["--dry-run"] if dry else ["--device", "cuda"]), "--out", str(out))
 
@@ -106,6 +119,7 @@ PARTS = (
     Part("vpt", 150, _vpt),
     Part("pandagpt", 330, _pandagpt),
     Part("imagebind", 90, _imagebind),
+    Part("qlora", 300, _qlora),
     Part("tests", 150, _tests),
 )
 
@@ -125,7 +139,8 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         "packages": {},
     }
-    for name in ("lightning", "timm", "peft", "transformers", "deepspeed", "jsonargparse", "safetensors"):
+    packages = ("lightning", "timm", "peft", "transformers", "deepspeed", "bitsandbytes", "jsonargparse", "safetensors")
+    for name in packages:
         try:
             info["packages"][name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -217,6 +232,13 @@ def headline(parts: dict) -> dict:
         out[f"pandagpt {name}"] = {k: row[k] for k in keys if k in row}
         if "mfu" in row:
             out[f"pandagpt {name}"]["mfu_vs_anchor"] = row["mfu"] / ANCHORS["lora_7b_mfu"]
+    qlora = (parts.get("qlora", {}).get("result") or {}).get("variants", {})
+    for name, row in qlora.items():
+        keys = ("micro_batch", "four_bit", "weights_gib", "peak_memory_gib", "tokens_per_s", "error")
+        out[f"qlora {name}"] = {k: row[k] for k in keys if k in row}
+    if all("peak_memory_gib" in qlora.get(name, {}) for name in ("plain", "qlora")):
+        out["qlora peak memory vs bf16 LoRA"] = qlora["qlora"]["peak_memory_gib"] / qlora["plain"]["peak_memory_gib"]
+        out["qlora model memory vs bf16"] = qlora["qlora"]["weights_gib"] / qlora["plain"]["weights_gib"]
     imagebind = (parts.get("imagebind", {}).get("result") or {}).get("modalities", {})
     for modality, row in imagebind.items():
         out[f"imagebind {modality} embeddings/s"] = row["embeddings_per_s"]
@@ -229,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
     default_out = Path(os.environ["OUT"]) if os.environ.get("OUT") else BENCH / "results" / "gpu_suite"
     parser.add_argument("--out", type=Path, default=default_out, help="folder for the JSON files and the log")
     parser.add_argument("--dry-run", action="store_true", help="every part on the CPU with tiny shapes")
-    parser.add_argument("--budget", type=float, default=520, help="seconds for the whole suite")
+    parser.add_argument("--budget", type=float, default=580, help="seconds for the whole suite")
     parser.add_argument("--parts", nargs="+", choices=[p.name for p in PARTS], default=[p.name for p in PARTS])
     parser.add_argument("--environment", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

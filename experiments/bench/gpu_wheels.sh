@@ -31,4 +31,9 @@ python3 -m pip wheel --quiet --no-deps -w "$dest" deepspeed==0.19.8
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version "$python_version" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$dest" av==18.1.0 soundfile==0.14.0 cffi==2.0.0 pycparser==3.12 submitit==1.5.4
+# The qlora part (and the QLoRA gpu test): bitsandbytes, about 43 MB with its CUDA kernels. A machine that takes at
+# most 64 MiB of carried files gets it in a run of its own (gpu_suite.py --parts env qlora tests) without av.
+python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version "$python_version" --implementation cp \
+    --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d "$dest" bitsandbytes==0.50.2
 ls -1 "$dest"

@@ -14,7 +14,12 @@ Variants (each in its own process, so its peak memory and its distributed state 
 * ``plain``: single device, ``bf16-mixed`` (the framework's default precision on such hardware);
 * ``plain+ckpt``: the same with the LLM's gradient checkpointing;
 * ``deepspeed2`` (``+ckpt``): Lightning's stock ``DeepSpeedStrategy(stage=2)``, bf16, the module's own
-  ``torch.optim.AdamW`` (so nothing is JIT-compiled).
+  ``torch.optim.AdamW`` (so nothing is JIT-compiled);
+* ``qlora`` (``+ckpt``): single device, the LLM in 4-bit NF4 (``--model.load_in_4bit``, bitsandbytes). Quantisation
+  happens inside ``from_pretrained``, so this variant writes the random bf16 weights to a safetensors folder first
+  and loads them through the module's own path, not ``from_config``. Compare it with ``plain`` at one fixed
+  ``--micro-batch``: each row records the memory of the built model (``weights_gib``) and the training peak. In the
+  CPU dry run the same folder is written and read without 4-bit (bitsandbytes NF4 needs CUDA), which the row says.
 
 The micro-batch is sized to the memory: one probe step with a micro-batch of 1 measures the peak growth per
 sequence, and the largest micro-batch whose estimate fits ``--memory-fraction`` of the device (at most
@@ -58,7 +63,7 @@ SHAPES = {
     ),
     "tiny": dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4, vocab_size=512),
 }
-VARIANTS = ("plain", "plain+ckpt", "deepspeed2", "deepspeed2+ckpt")
+VARIANTS = ("plain", "plain+ckpt", "deepspeed2", "deepspeed2+ckpt", "qlora", "qlora+ckpt")
 DEFAULT_VARIANTS = ("plain", "plain+ckpt", "deepspeed2")
 WORKER_SETTINGS = ("device", "shape", "length", "micro_batch", "max_micro_batch", "memory_fraction", "warmup", "steps")
 EMBED_DIM = 1024
@@ -109,8 +114,11 @@ def _write_inputs(folder: Path, shape: str, micro_batch_cap: int) -> tuple[Path,
     return llm, keys
 
 
-def _build_module(llm: Path, table: Path, device: torch.device, checkpointing: bool):
-    """The real PandaGPT module, its LLM built from the config directly on ``device`` in bf16."""
+def _build_module(llm: Path, table: Path, device: torch.device, checkpointing: bool, four_bit: bool = False):
+    """The real PandaGPT module, its LLM built from the config directly on ``device`` in bf16.
+
+    With ``four_bit`` the LLM is read from the weights in ``llm`` by the module's own ``from_pretrained`` (NF4).
+    """
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from lit_multimodal.multimodal.pandagpt.embedder import PrecomputedEmbedder
@@ -121,16 +129,35 @@ def _build_module(llm: Path, table: Path, device: torch.device, checkpointing: b
         with torch.device(device):
             return AutoModelForCausalLM.from_config(config, dtype=kwargs.get("dtype"), attn_implementation="sdpa")
 
+    options = dict(
+        llm_path=str(llm),
+        embedder=PrecomputedEmbedder(str(table)),
+        dtype="bfloat16",
+        attn_implementation="sdpa",
+        gradient_checkpointing=checkpointing,
+        lora_dropout=0.1,
+    )
+    if four_bit:
+        return PandaGPT(**options, load_in_4bit=True)  # bitsandbytes places the weights on the current GPU
+    if (llm / "model.safetensors.index.json").is_file() or (llm / "model.safetensors").is_file():
+        return PandaGPT(**options).to(device)  # the dry run of ``qlora``: the written weights, read without 4-bit
     with mock.patch.object(AutoModelForCausalLM, "from_pretrained", side_effect=from_config_on_device):
-        module = PandaGPT(
-            llm_path=str(llm),
-            embedder=PrecomputedEmbedder(str(table)),
-            dtype="bfloat16",
-            attn_implementation="sdpa",
-            gradient_checkpointing=checkpointing,
-            lora_dropout=0.1,
-        )
+        module = PandaGPT(**options)
     return module.to(device)
+
+
+def _write_random_weights(llm: Path, device: torch.device) -> float:
+    """Saves random bf16 weights for the config in ``llm`` (built on ``device``, sharded safetensors); GiB written."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(llm, local_files_only=True)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(llm, max_shard_size="4GB")
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return sum(f.stat().st_size for f in llm.glob("*.safetensors")) / 2**30
 
 
 def _batch(keys: list[str], micro_batch: int, length: int, vocab: int, seed: int = 0) -> dict:
@@ -178,17 +205,29 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     strategy_name, _, option = variant.partition("+")
     checkpointing = option == "ckpt"
     device = torch.device(args.device)
+    four_bit = strategy_name == "qlora" and device.type == "cuda"
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         llm, keys = _write_inputs(Path(tmp), args.shape, args.max_micro_batch)
+        row: dict = {"variant": variant, "strategy": strategy_name, "gradient_checkpointing": checkpointing}
+        if strategy_name == "qlora":
+            written = time.perf_counter()
+            row["weights_on_disk_gib"] = _write_random_weights(llm, device)
+            row["write_s"] = time.perf_counter() - written
+            row["four_bit"] = four_bit
+            if not four_bit:
+                row["note"] = "CPU dry run: the weights are written and read back without 4-bit (NF4 needs CUDA)"
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
         built = time.perf_counter()
-        module = _build_module(llm, Path(tmp) / "embeddings.safetensors", device, checkpointing)
+        module = _build_module(llm, Path(tmp) / "embeddings.safetensors", device, checkpointing, four_bit)
         build_s = time.perf_counter() - built
         config = module.llama_model.config
         counts = module.count_parameters()
-        row: dict = {"variant": variant, "strategy": strategy_name, "gradient_checkpointing": checkpointing}
         row.update(build_s=build_s, total_params=counts.total, trainable_params=counts.trainable)
         if device.type == "cuda":
+            row["weights_gib"] = (torch.cuda.memory_allocated(device) - before) / 2**30
             per_sequence = _probe_bytes_per_sequence(module, keys, args.length, config.vocab_size, device)
             free = torch.cuda.get_device_properties(device).total_memory * args.memory_fraction
             free -= torch.cuda.memory_allocated(device)

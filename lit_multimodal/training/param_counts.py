@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -39,8 +40,17 @@ class ParamCounts:
 
 
 def param_numel(param: nn.Parameter) -> int:
-    """Elements of a parameter, also under DeepSpeed ZeRO-3 (a partitioned one keeps its size in ``ds_numel``)."""
-    return int(getattr(param, "ds_numel", param.numel()))
+    """Elements of a parameter, in the model's own shape.
+
+    Also under DeepSpeed ZeRO-3 (a partitioned parameter keeps its size in ``ds_numel``) and for bitsandbytes'
+    4-bit weights (QLoRA), which pack two values per byte and keep the original shape in ``quant_state.shape``.
+    """
+    if hasattr(param, "ds_numel"):
+        return int(param.ds_numel)
+    shape = getattr(getattr(param, "quant_state", None), "shape", None)
+    if shape is not None:
+        return math.prod(shape)
+    return param.numel()
 
 
 def count_named_parameters(
