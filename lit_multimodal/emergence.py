@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from lit_multimodal.files import write_text_atomic
+from lit_multimodal.files import write_json_atomic
 from lit_multimodal.paths import cache_dir
 from lit_multimodal.quickstart.emergence_data import DIGIT_WORDS, write_emergence_data
 
@@ -156,8 +156,8 @@ def emergence(
         "pandagpt": summary["table"],
         "seconds": {**times, "total": round(sum(times.values()), 1)},
     }
-    write_text_atomic(root / "emergence.json", json.dumps(result, indent=2) + "\n")
-    answers = json.loads((root / "evaluate" / "evaluate.json").read_text())["answers"]
+    write_json_atomic(root / "emergence.json", result, sort_keys=False)
+    answers = json.loads(Path(summary["json"]).read_text())["answers"]
     audio = [answer for answer in answers if answer["modality"] == "audio"]
     print(conclusion(result, next((a for a in audio if a["correct"]), audio[0])))
 

@@ -127,8 +127,8 @@ def test_chat_answers_and_flags_emergent_transfer(setup, names, monkeypatch, cap
     engine = setup.engine
     token, _ = engine.encode_inputs(files)
     picked: list[int] = []
-    pick = chat_module._pick
-    monkeypatch.setattr(chat_module, "_pick", lambda *args: picked.append(pick(*args)) or picked[-1])
+    pick = chat_module.pick_token
+    monkeypatch.setattr(chat_module, "pick_token", lambda *args: picked.append(pick(*args)) or picked[-1])
     pieces = list(engine.generate([], PROMPT, token, max_new_tokens=10, do_sample=False))
     answer = "".join(pieces)
     assert isinstance(answer, str) and all(isinstance(piece, str) for piece in pieces)

@@ -10,12 +10,12 @@ recorded seed, so two runs of the same checkpoint give the same answers.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from lit_multimodal.files import write_json_atomic
 from lit_multimodal.multimodal.imagebind.bind.manifest import read_manifest, resolve_item
 from lit_multimodal.training.errors import DataError
 
@@ -192,7 +192,7 @@ def evaluate(
     if out is not None:
         folder = Path(out).expanduser()
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "evaluate.json").write_text(json.dumps({**summary, "answers": results}, indent=2) + "\n")
+        write_json_atomic(folder / "evaluate.json", {**summary, "answers": results}, sort_keys=False)
         from torch.utils.tensorboard import SummaryWriter
 
         with SummaryWriter(str(folder / "tensorboard")) as writer:

@@ -7,7 +7,6 @@ is the nearest class embedding by cosine. Retrieval ranks every key for every qu
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_multimodal.errors import DataError
+from lit_multimodal.files import write_json_atomic
 
 from ..encode import ImageBindEncoder, loader_key
 from .loss import retrieval_recalls
@@ -219,6 +219,6 @@ def bind_eval(
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{task}_{modality}.json"
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        write_json_atomic(path, result, sort_keys=False)
         result["json"] = str(path)
     return {k: v for k, v in result.items() if k != "confusion"}

@@ -7,12 +7,12 @@ use the released weights. A JSON file next to it records the architecture overri
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lit_multimodal.files import write_json_atomic
 from lit_multimodal.training.checkpointing import read_module_checkpoint
 
 from ..checkpoint import ImageBindCheckpointError, check_state_dict
@@ -94,5 +94,5 @@ def bind_export(ckpt: str, out: str, checkpoint: str | None = None) -> dict[str,
         "source_ckpt": str(ckpt),
     }
     sidecar = path.with_name(path.name + ".json")
-    sidecar.write_text(json.dumps(info, indent=2) + "\n")
+    write_json_atomic(sidecar, info, sort_keys=False)
     return {"out": str(path), "info": str(sidecar), "tensors": len(full), "changed_tensors": changed, **info}
