@@ -80,7 +80,13 @@ def test_a_user_error_is_found_behind_wrappers():
     assert error_message(worker) == "a.jpg: cannot read image"
 
 
-def test_cli_prints_one_line_for_a_sweep_error(capsys):
+@pytest.fixture
+def threads_chosen(monkeypatch):
+    """``OMP_NUM_THREADS`` set, so the CLI's load-dependent thread notice stays off and stderr holds only the error."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def test_cli_prints_one_line_for_a_sweep_error(capsys, threads_chosen):
     with pytest.raises(SystemExit) as info:
         main(["sweep", "--name", "t", "--base_config", "[]", "--tasks", "[]", "--dry_run", "true"])
     err = capsys.readouterr().err
@@ -88,7 +94,7 @@ def test_cli_prints_one_line_for_a_sweep_error(capsys):
     assert err.strip() == "error: no tasks given", err
 
 
-def test_cli_prints_file_line_and_key_of_any_user_error(monkeypatch, capsys):
+def test_cli_prints_file_line_and_key_of_any_user_error(monkeypatch, capsys, threads_chosen):
     report_module = importlib.import_module("lit_multimodal.sweeps.report")  # the package re-exports report()
 
     def report(sweep_dir: str) -> None:
